@@ -1,0 +1,9 @@
+"""kgraph: the Keras 2 backend API as a transpiler to ONNX, trained and run on ONNX Runtime.
+
+    import kgraph.backend as K     # the backend (KERAS_BACKEND=kgraph.backend for Keras 2.3.1)
+    kgraph.export(f, "model.onnx") # any K.function as a portable ONNX file
+"""
+from .export import export
+
+__version__ = "0.1.0"
+__all__ = ["export", "__version__"]

@@ -1,0 +1,123 @@
+"""Elementwise functions."""
+from .. import dtypes
+from ..ops import elementwise as ew
+from ._api import binary_operands, keras_api, to_tensor
+
+
+def _float(x, where):
+    x = to_tensor(x, where=where)
+    if not dtypes.is_float(x.dtype):
+        from .config import floatx
+        x = ew.cast(x, dtype=floatx())
+    return x
+
+
+@keras_api
+def square(x):
+    x = to_tensor(x)
+    return ew.mul(x, x)
+
+
+@keras_api
+def abs(x):
+    return ew.abs_(to_tensor(x))
+
+
+@keras_api
+def sqrt(x):
+    """sqrt of max(x, 0): negative inputs give 0, as Keras' TF backend clips them."""
+    x = _float(x, "K.sqrt")
+    return ew.sqrt(ew.maximum(x, ew.scalar_like(0, x)))
+
+
+@keras_api
+def exp(x):
+    return ew.exp(_float(x, "K.exp"))
+
+
+@keras_api
+def log(x):
+    return ew.log(_float(x, "K.log"))
+
+
+@keras_api
+def round(x):
+    return ew.round_(_float(x, "K.round"))
+
+
+@keras_api
+def sign(x):
+    return ew.sign(to_tensor(x))
+
+
+@keras_api
+def pow(x, a):
+    x, a = binary_operands(x, a, "K.pow")
+    return ew.pow_(x, a)
+
+
+@keras_api
+def clip(x, min_value, max_value):
+    x = to_tensor(x)
+    if min_value is None:
+        min_value = -float("inf") if dtypes.is_float(x.dtype) else -(2 ** 31)
+    if max_value is None:
+        max_value = float("inf") if dtypes.is_float(x.dtype) else 2 ** 31 - 1
+    if not isinstance(min_value, type(x)) and not isinstance(max_value, type(x)) and max_value < min_value:
+        max_value = min_value  # Keras' TF backend: an empty interval clips to min_value
+    lo = to_tensor(min_value, x.dtype)
+    hi = to_tensor(max_value, x.dtype)
+    return ew.minimum(ew.maximum(x, lo), hi)
+
+
+@keras_api
+def equal(x, y):
+    return ew.equal(*binary_operands(x, y, "K.equal"))
+
+
+@keras_api
+def greater(x, y):
+    return ew.greater(*binary_operands(x, y, "K.greater"))
+
+
+@keras_api
+def greater_equal(x, y):
+    return ew.greater_equal(*binary_operands(x, y, "K.greater_equal"))
+
+
+@keras_api
+def less(x, y):
+    return ew.less(*binary_operands(x, y, "K.less"))
+
+
+@keras_api
+def less_equal(x, y):
+    return ew.less_equal(*binary_operands(x, y, "K.less_equal"))
+
+
+@keras_api
+def not_equal(x, y):
+    x, y = binary_operands(x, y, "K.not_equal")
+    return ew.logical_not(ew.equal(x, y))
+
+
+@keras_api
+def maximum(x, y):
+    x, y = binary_operands(x, y, "K.maximum")
+    return ew.maximum(x, y)
+
+
+@keras_api
+def minimum(x, y):
+    x, y = binary_operands(x, y, "K.minimum")
+    return ew.minimum(x, y)
+
+
+@keras_api
+def sin(x):
+    return ew.sin(_float(x, "K.sin"))
+
+
+@keras_api
+def cos(x):
+    return ew.cos(_float(x, "K.cos"))

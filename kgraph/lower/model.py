@@ -1,0 +1,134 @@
+"""The lowering pass: IR graph → ``onnx.ModelProto`` (and IR subgraph → ``GraphProto`` for bodies)."""
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import dtypes
+from .context import CUSTOM_DOMAIN, DEFAULT_OPSET, LoweringContext, ir_version_for
+
+
+def value_info(name, shape, dtype, dim_names=None):
+    dims = []
+    for i, d in enumerate(shape):
+        if d is not None:
+            dims.append(d)
+        else:
+            dims.append(dim_names[i] if dim_names else None)
+    return helper.make_tensor_value_info(name, dtypes.to_onnx(dtype), dims)
+
+
+def lower_nodes(ctx, graph):
+    """Emit every node of ``graph``; its sources must already be named in ``ctx``."""
+    for c in graph.constants:
+        if id(c) not in ctx.values:
+            ctx.values[id(c)] = ctx.const(c.value, hint=c.name)
+    for node in graph.nodes:
+        rule = node.primitive.lower_rule
+        ctx.current = node
+        if rule is None:
+            ctx.unsupported()
+        names = rule(ctx, node, *[ctx.lookup(t) for t in node.inputs])
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) != len(node.outputs):
+            raise RuntimeError(f"lowering of {node.primitive.name} returned {len(names)} values "
+                               f"for {len(node.outputs)} outputs")
+        for t, name in zip(node.outputs, names):
+            ctx.values[id(t)] = name
+    ctx.current = None
+
+
+def _rename(nodes, old, new):
+    """Rename a value everywhere it appears, nested bodies included (they read outer names)."""
+    for n in nodes:
+        n.input[:] = [new if i == old else i for i in n.input]
+        n.output[:] = [new if o == old else o for o in n.output]
+        for a in n.attribute:
+            if a.g.node:
+                _rename(a.g.node, old, new)
+            for g in a.graphs:
+                _rename(g.node, old, new)
+
+
+def _bind_outputs(ctx, outputs, out_names, sources):
+    """Give each output its requested name by renaming the value that computes it.  An Identity
+    is needed only where the value is a graph source or is listed twice: ONNX names a value once."""
+    infos, renamed = [], set()
+    computed = {o for n in ctx.nodes for o in n.output}
+    for t, name in zip(outputs, out_names):
+        value = ctx.lookup(t)
+        if value in sources or value in renamed or value not in computed:
+            ctx.nodes.append(helper.make_node("Identity", [value], [name], name=ctx.fresh("output")))
+        else:
+            _rename(ctx.nodes, value, name)
+            ctx.values[id(t)] = name
+            renamed.add(name)
+        infos.append(value_info(name, t.shape, t.dtype))
+    return infos
+
+
+def lower_subgraph(parent, subgraph, input_names, output_names=None, name="body", prefix=()):
+    """Lower a traced body.  ``input_names`` name ``prefix`` (extra ONNX-level inputs such as a
+    Loop's iteration count, given as (name, shape, dtype)) followed by ``subgraph.inputs``.
+    Captured outer tensors are read by their outer names, which ONNX scoping allows."""
+    ctx = parent.child()
+    infos = []
+    for (pname, shape, dtype) in prefix:
+        ctx.names.used.add(pname)
+        infos.append(value_info(pname, shape, dtype))
+    for t, pname in zip(subgraph.inputs, input_names):
+        ctx.values[id(t)] = pname
+        infos.append(value_info(pname, t.shape, t.dtype))
+    lower_nodes(ctx, subgraph.graph)
+    out_names = output_names or [ctx.fresh(f"{name}_out") for _ in subgraph.outputs]
+    outs = _bind_outputs(ctx, subgraph.outputs, out_names, sources=set(input_names))
+    return helper.make_graph(ctx.nodes, ctx.fresh(name), infos, outs, initializer=ctx.initializers)
+
+
+def lower_model(inputs, outputs, *, input_names, output_names, variables=(), variable_names=(),
+                frozen=(), opset=None, graph_name="kgraph", dim_names=None, doc=None,
+                variable_defaults=False):
+    """Build a model whose inputs are ``inputs`` then ``variables``; ``frozen`` variables become
+    initializers.  ``variable_defaults`` makes fed variables initializers-with-defaults (the
+    portable training form: the graph runs with no feed, and a feed overrides)."""
+    from ..graph import Graph
+
+    opset = opset or DEFAULT_OPSET
+    ctx = LoweringContext(opset)
+    graph = Graph(outputs)
+    missing = [p for p in graph.placeholders if all(p is not i for i in inputs)]
+    if missing:
+        raise ValueError(f"the outputs depend on placeholders that are not inputs: "
+                         f"{', '.join(p.name for p in missing)}")
+    infos = []
+    for t, name in zip(inputs, input_names):
+        ctx.names.used.add(name)
+        ctx.values[id(t)] = name
+        dims = [dim_names(name, i) if dim_names else None for i in range(t.ndim)]
+        infos.append(value_info(name, t.shape, t.dtype, dims))
+    for v, name in zip(variables, variable_names):
+        ctx.names.used.add(name)
+        ctx.values[id(v)] = name
+        infos.append(value_info(name, v.shape, v.dtype))
+        if variable_defaults:
+            ctx.initializers.append(numpy_helper.from_array(v.numpy(), name))
+    for v in frozen:
+        name = ctx.fresh(v.name)
+        ctx.values[id(v)] = name
+        ctx.initializers.append(numpy_helper.from_array(v.numpy(), name))
+    unbound = [v for v in graph.variables if id(v) not in ctx.values]
+    if unbound:
+        raise RuntimeError(f"variables neither fed nor frozen: {[v.name for v in unbound]}")
+    for name in output_names:
+        ctx.names.used.add(name)
+    lower_nodes(ctx, graph)
+    sources = set(input_names) | set(variable_names) | {i.name for i in ctx.initializers}
+    outs = _bind_outputs(ctx, outputs, output_names, sources)
+    g = helper.make_graph(ctx.nodes, graph_name, infos, outs, initializer=ctx.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    if ctx.functions:
+        opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
+    model = helper.make_model(g, opset_imports=opsets, producer_name="kgraph",
+                              functions=list(ctx.functions.values()), doc_string=doc or "")
+    model.ir_version = ir_version_for(opset)
+    return model
+
+
+__all__ = ["lower_model", "lower_subgraph", "lower_nodes", "value_info", "TensorProto"]

@@ -1,0 +1,344 @@
+"""Shape primitives: reshape, transpose, (un)squeeze, broadcast, concat, slice, shape_of.
+
+Attributes are static (tuples of ints); shapes only known at run time travel as int64 tensors
+(``shape_of``) into the ``*_like``/``*_dynamic`` forms.
+"""
+import numpy as np
+
+from .primitive import InferError, Primitive
+
+
+def _normalize_reshape(in_shape, target, where="reshape"):
+    target = tuple(int(d) for d in target)
+    if sum(d == -1 for d in target) > 1 or any(d < -1 for d in target):
+        raise InferError(f"{where}: invalid target shape {target}")
+    known = int(np.prod([d for d in in_shape if d is not None])) if None not in in_shape else None
+    if -1 in target:
+        rest = int(np.prod([d for d in target if d != -1]))
+        if known is not None and rest and known % rest:
+            raise InferError(f"{where}: cannot reshape {in_shape} into {target}")
+        fill = known // rest if known is not None and rest else None
+        return tuple(fill if d == -1 else d for d in target)
+    if known is not None and known != int(np.prod(target)):
+        raise InferError(f"{where}: cannot reshape {in_shape} ({known} values) into {target}")
+    return target
+
+
+identity = Primitive("identity")
+
+
+@identity.infer
+def _(x):
+    return x.shape, x.dtype
+
+
+@identity.lower
+def _(ctx, node, x):
+    return ctx.op("Identity", x)
+
+
+identity.vjp(lambda node, g: [g])
+
+stop_gradient = Primitive("stop_gradient", differentiable=False)  # identity that blocks gradients
+stop_gradient.infer(identity.infer_rule)
+stop_gradient.lower(identity.lower_rule)
+
+reshape = Primitive("reshape")
+
+
+@reshape.infer
+def _(x, shape):
+    return _normalize_reshape(x.shape, shape), x.dtype
+
+
+@reshape.lower
+def _(ctx, node, x):
+    return ctx.op("Reshape", x, ctx.int64s(node.attrs["shape"]))
+
+
+@reshape.vjp
+def _(node, g):
+    return [reshape_like(g, node.inputs[0])]
+
+
+reshape_like = Primitive("reshape_like")  # reshape ``x`` to the run-time shape of ``like``
+
+
+@reshape_like.infer
+def _(x, like):
+    return like.shape, x.dtype
+
+
+@reshape_like.lower
+def _(ctx, node, x, like):
+    return ctx.op("Reshape", x, ctx.op("Shape", like))
+
+
+@reshape_like.vjp
+def _(node, g):
+    return [reshape_like(g, node.inputs[0]), None]
+
+
+reshape_dynamic = Primitive("reshape_dynamic")  # target shape as an int64 tensor
+
+
+@reshape_dynamic.infer
+def _(x, shape, static=None):
+    if shape.ndim != 1 or shape.shape[0] is None:
+        raise InferError(f"reshape: the target shape must be a 1-D tensor of known length, got {shape.shape}")
+    return (static or (None,) * shape.shape[0]), x.dtype
+
+
+@reshape_dynamic.lower
+def _(ctx, node, x, shape):
+    return ctx.op("Reshape", x, shape)
+
+
+@reshape_dynamic.vjp
+def _(node, g):
+    return [reshape_like(g, node.inputs[0]), None]
+
+
+transpose = Primitive("transpose")
+
+
+@transpose.infer
+def _(x, perm):
+    if sorted(perm) != list(range(x.ndim)):
+        raise InferError(f"transpose: pattern {perm} is not a permutation of the {x.ndim} axes")
+    return tuple(x.shape[p] for p in perm), x.dtype
+
+
+@transpose.lower
+def _(ctx, node, x):
+    return ctx.op("Transpose", x, perm=list(node.attrs["perm"]))
+
+
+@transpose.vjp
+def _(node, g):
+    perm = node.attrs["perm"]
+    return [transpose(g, perm=tuple(int(i) for i in np.argsort(perm)))]
+
+
+squeeze = Primitive("squeeze")
+
+
+@squeeze.infer
+def _(x, axes):
+    for a in axes:
+        if not 0 <= a < x.ndim or x.shape[a] not in (1, None):
+            raise InferError(f"squeeze: cannot squeeze axis {a} of shape {x.shape}")
+    return tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype
+
+
+@squeeze.lower
+def _(ctx, node, x):
+    return ctx.op("Squeeze", x, ctx.int64s(node.attrs["axes"]))
+
+
+@squeeze.vjp
+def _(node, g):
+    return [unsqueeze(g, axes=node.attrs["axes"])]
+
+
+unsqueeze = Primitive("unsqueeze")  # ``axes`` index the output
+
+
+@unsqueeze.infer
+def _(x, axes):
+    rank = x.ndim + len(axes)
+    if any(not 0 <= a < rank for a in axes) or len(set(axes)) != len(axes):
+        raise InferError(f"expand_dims: invalid axes {axes} for rank {x.ndim}")
+    dims = iter(x.shape)
+    return tuple(1 if i in axes else next(dims) for i in range(rank)), x.dtype
+
+
+@unsqueeze.lower
+def _(ctx, node, x):
+    return ctx.op("Unsqueeze", x, ctx.int64s(node.attrs["axes"]))
+
+
+@unsqueeze.vjp
+def _(node, g):
+    return [squeeze(g, axes=node.attrs["axes"])]
+
+
+expand_like = Primitive("expand_like")  # broadcast ``x`` to the run-time shape of ``like``
+
+
+@expand_like.infer
+def _(x, like):
+    from .elementwise import broadcast_shapes
+    return broadcast_shapes(x.shape, like.shape, where="broadcast"), x.dtype
+
+
+@expand_like.lower
+def _(ctx, node, x, like):
+    return ctx.op("Expand", x, ctx.op("Shape", like))
+
+
+@expand_like.vjp
+def _(node, g):
+    from .elementwise import unbroadcast
+    return [unbroadcast(g, node.inputs[0].shape), None]
+
+
+broadcast_to = Primitive("broadcast_to")  # static target shape
+
+
+@broadcast_to.infer
+def _(x, shape):
+    from .elementwise import broadcast_shapes
+    out = broadcast_shapes(x.shape, shape, where="broadcast_to")
+    return out, x.dtype
+
+
+@broadcast_to.lower
+def _(ctx, node, x):
+    return ctx.op("Expand", x, ctx.int64s([1 if d is None else d for d in node.attrs["shape"]]))
+
+
+@broadcast_to.vjp
+def _(node, g):
+    from .elementwise import unbroadcast
+    return [unbroadcast(g, node.inputs[0].shape)]
+
+
+shape_of = Primitive("shape_of", differentiable=False)
+
+
+@shape_of.infer
+def _(x):
+    return (x.ndim,), "int64"
+
+
+@shape_of.lower
+def _(ctx, node, x):
+    return ctx.op("Shape", x)
+
+
+concat = Primitive("concat")
+
+
+@concat.infer
+def _(*xs, axis):
+    if not xs:
+        raise InferError("concatenate: needs at least one tensor")
+    rank = xs[0].ndim
+    if any(x.ndim != rank for x in xs) or not 0 <= axis < rank:
+        raise InferError(f"concatenate: ranks {[x.ndim for x in xs]} / axis {axis} do not match")
+    if len({x.dtype for x in xs}) != 1:
+        raise InferError(f"concatenate: dtypes differ: {[x.dtype for x in xs]}")
+    out = []
+    for i in range(rank):
+        dims = [x.shape[i] for x in xs]
+        if i == axis:
+            out.append(None if None in dims else sum(dims))
+        else:
+            known = {d for d in dims if d is not None}
+            if len(known) > 1:
+                raise InferError(f"concatenate: shapes {[x.shape for x in xs]} differ off axis {axis}")
+            out.append(known.pop() if known else None)
+    return tuple(out), xs[0].dtype
+
+
+@concat.lower
+def _(ctx, node, *xs):
+    return ctx.op("Concat", *xs, axis=node.attrs["axis"])
+
+
+@concat.vjp
+def _(node, g):
+    return list(split_like(g, *node.inputs, axis=node.attrs["axis"]))
+
+
+split_like = Primitive("split_like", num_outputs=None)  # split ``g`` into pieces sized like ``likes``
+
+
+@split_like.infer
+def _(g, *likes, axis):
+    return [(tuple(d if i != axis else like.shape[axis] for i, d in enumerate(g.shape)), g.dtype)
+            for like in likes]
+
+
+@split_like.lower
+def _(ctx, node, g, *likes):
+    axis = node.attrs["axis"]
+    sizes = [ctx.op("Slice", ctx.op("Shape", like), ctx.int64s([axis]), ctx.int64s([axis + 1])) for like in likes]
+    return ctx.op("Split", g, ctx.op("Concat", *sizes, axis=0), axis=axis, outputs=len(likes))
+
+
+@split_like.vjp
+def _(node, *gs):
+    from .elementwise import zeros_like_
+    gs = [zeros_like_(o) if g is None else g for g, o in zip(gs, node.outputs)]
+    return [concat(*gs, axis=node.attrs["axis"])] + [None] * (len(node.inputs) - 1)
+
+
+slice_ = Primitive("slice")  # numpy-style static slicing on some axes
+
+
+def _slice_len(dim, start, end, step):
+    if dim is None:
+        return None
+    return len(range(*slice(start, end, step).indices(dim)))
+
+
+@slice_.infer
+def _(x, starts, ends, axes, steps):
+    out = list(x.shape)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        if not 0 <= a < x.ndim or st == 0:
+            raise InferError(f"slice: invalid axis {a} or step {st} for shape {x.shape}")
+        out[a] = _slice_len(x.shape[a], s, e, st)
+    return tuple(out), x.dtype
+
+
+@slice_.lower
+def _(ctx, node, x):
+    a = node.attrs
+    big = np.iinfo(np.int64).max
+    ends = [(big if st > 0 else -big) if e is None else e for e, st in zip(a["ends"], a["steps"])]
+    starts = [(0 if st > 0 else big) if s is None else s for s, st in zip(a["starts"], a["steps"])]
+    return ctx.op("Slice", x, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(a["steps"]))
+
+
+@slice_.vjp
+def _(node, g):
+    return [slice_grad(g, node.inputs[0], **node.attrs)]
+
+
+slice_grad = Primitive("slice_grad")  # scatter ``g`` into zeros shaped like ``like`` at the slice
+
+
+@slice_grad.infer
+def _(g, like, starts, ends, axes, steps):
+    return like.shape, g.dtype
+
+
+@slice_grad.lower
+def _(ctx, node, g, like):
+    # positions of the sliced elements: slice an index grid the same way, then ScatterND
+    a = node.attrs
+    shape = ctx.op("Shape", like)
+    dtype = node.outputs[0].dtype
+    zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype)), shape)
+    big = np.iinfo(np.int64).max
+    ends = [(big if st > 0 else -big) if e is None else e for e, st in zip(a["ends"], a["steps"])]
+    starts = [(0 if st > 0 else big) if s is None else s for s, st in zip(a["starts"], a["steps"])]
+    size = ctx.op("ReduceProd", shape, keepdims=0)
+    flat = ctx.op("Range", ctx.scalar(0, np.int64), size, ctx.scalar(1, np.int64))
+    grid = ctx.op("Reshape", flat, shape)
+    picked = ctx.op("Slice", grid, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(a["steps"]))
+    flat_zeros = ctx.op("Reshape", zeros, ctx.int64s([-1]))
+    idx = ctx.op("Reshape", picked, ctx.int64s([-1]))
+    upd = ctx.op("Reshape", g, ctx.int64s([-1]))
+    # a slice never repeats an element, so ScatterElements without reduction is exact
+    out = ctx.op("ScatterElements", flat_zeros, idx, upd, axis=0)
+    return ctx.op("Reshape", out, shape)
+
+
+@slice_grad.vjp
+def _(node, g):
+    a = node.attrs
+    return [slice_(g, starts=a["starts"], ends=a["ends"], axes=a["axes"], steps=a["steps"]), None]
