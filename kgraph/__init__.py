@@ -3,7 +3,7 @@
     import kgraph.backend as K     # the backend (KERAS_BACKEND=kgraph.backend for Keras 2.3.1)
     kgraph.export(f, "model.onnx") # any K.function as a portable ONNX file
 """
-from .export import export
+from .deploy import export
 
 __version__ = "0.1.0"
 __all__ = ["export", "__version__"]

@@ -17,6 +17,7 @@ Variable placement, chosen per function:
   Runtime must never see one OrtValue bound as both input and output of a run).
 """
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ..graph import Graph, Variable
@@ -99,7 +100,11 @@ class Function:
             raise ValueError(f"{self.where}: the outputs depend on placeholders that are not among the "
                              f"inputs: {', '.join(repr(p.name) for p in missing)}")
         self.feeds = [FeedSpec(p, f"in{i}", self.where) for i, p in enumerate(self.inputs)]
+        # print_tensor nodes: their values are fetched as extra outputs and printed after a run
+        self.printed = [n for n in graph.nodes if getattr(n.primitive, "prints", False)]
+        self.fetches = self.outputs + [n.outputs[0] for n in self.printed]
         self.n_outputs = len(self.outputs)
+        self.n_fetches = len(self.fetches)
         if mode is None:
             mode = "resident" if self.device.keeps_variables_resident else (
                 "fed" if updates or not self.variables else "frozen")
@@ -114,9 +119,9 @@ class Function:
         all_inputs = self.inputs + self.defaults
         fed_vars = [] if frozen else self.variables
         return lower_model(
-            all_inputs, self.outputs + [new for _, new in self.updates],
+            all_inputs, self.fetches + [new for _, new in self.updates],
             input_names=[f"in{i}" for i in range(len(all_inputs))],
-            output_names=[f"out{i}" for i in range(len(self.outputs) + len(self.updates))],
+            output_names=[f"out{i}" for i in range(self.n_fetches + len(self.updates))],
             variables=fed_vars, variable_names=[f"var{i}" for i in range(len(fed_vars))],
             frozen=self.variables if frozen else (), opset=self.opset, graph_name=self.name)
 
@@ -154,10 +159,26 @@ class Function:
         if self._writes_seen is not None and Variable.writes != self._writes_seen:
             self._variables_changed()
         self._calls_since_build += 1
-        return self._executor.run([spec(x) for spec, x in zip(self.feeds, inputs)])
+        results = self._executor.run([spec(x) for spec, x in zip(self.feeds, inputs)])
+        if self.printed:
+            for node, value in zip(self.printed, results[self.n_outputs:]):
+                print(node.attrs["message"], value)
+            return results[:self.n_outputs]
+        return results
 
     def to_onnx(self, training=False, opset=None):
-        from ..export import function_to_onnx
+        """This function as a portable ``onnx.ModelProto``.
+
+        * ``training=False`` (inference): variables frozen into initializers, inputs and outputs
+          named after the K tensors, unknown dims as named symbolic dims.
+        * ``training=True``: the step itself — each variable is a graph input whose initializer of
+          the same name holds its current value (an ONNX initializer-with-default: the model runs
+          without variable feeds, and a feed overrides it); each updated variable's new value is
+          an output named ``<variable>:new``.  Plain onnxruntime steps it by feeding those back.
+
+        Placeholders with defaults (the learning phase) become initializers-with-defaults too, so
+        a served model runs in inference mode unless told otherwise.
+        """
         return function_to_onnx(self, training=training, opset=opset)
 
 
@@ -174,9 +195,9 @@ class NumpyExecutor:
                               for i, p in enumerate(fn.defaults)}
         self.var_names = [] if fn.mode == "frozen" else [f"var{i}" for i in range(len(fn.variables))]
         self.variables = fn.variables
-        self.out_names = [f"out{i}" for i in range(fn.n_outputs + len(fn.updates))]
+        self.out_names = [f"out{i}" for i in range(fn.n_fetches + len(fn.updates))]
         self.targets = [v for v, _ in fn.updates]
-        self.n_out = fn.n_outputs
+        self.n_out = fn.n_fetches
 
     def run(self, values):
         feeds = dict(zip(self.names, values))
@@ -206,8 +227,8 @@ class ResidentExecutor:
         base = len(fn.inputs)
         self.default_feeds = [(f"in{base + i}", np.asarray(p.default, dtype=p.dtype)) for i, p in enumerate(fn.defaults)]
         self.var_names = [f"var{i}" for i in range(len(fn.variables))]
-        self.out_names = [f"out{i}" for i in range(fn.n_outputs)]
-        self.update_names = [f"out{fn.n_outputs + i}" for i in range(len(fn.updates))]
+        self.out_names = [f"out{i}" for i in range(fn.n_fetches)]
+        self.update_names = [f"out{fn.n_fetches + i}" for i in range(len(fn.updates))]
         self.targets = [v for v, _ in fn.updates]
         self.spares = {}  # id(variable) → the second buffer its next update is written into
 
@@ -249,3 +270,39 @@ class ResidentExecutor:
                 self.spares.pop(id(v), None)
         outputs = binding.get_outputs()
         return [outputs[i].numpy() for i in range(len(self.out_names))]
+
+
+def _unique_names(names):
+    seen, out = set(), []
+    for n in names:
+        base = "".join(c if c.isalnum() or c in "_.:/-" else "_" for c in n) or "value"
+        name, i = base, 1
+        while name in seen:
+            name, i = f"{base}_{i}", i + 1
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def function_to_onnx(fn, training=False, opset=None):
+    """See ``Function.to_onnx``."""
+    outputs = list(fn.outputs)
+    updates = fn.updates if training else []
+    all_inputs = fn.inputs + fn.defaults
+    variables = fn.variables if training else []
+    names = _unique_names([p.name for p in all_inputs] + [v.name for v in variables] +
+                          [t.name for t in outputs] + [f"{v.name}:new" for v, _ in updates])
+    n_in, n_var = len(all_inputs), len(variables)
+    model = lower_model(
+        all_inputs, outputs + [new for _, new in updates],
+        input_names=names[:n_in], variables=variables, variable_names=names[n_in:n_in + n_var],
+        output_names=names[n_in + n_var:],
+        frozen=[] if training else fn.variables, opset=opset or fn.opset,
+        graph_name=fn.name, dim_names=lambda name, i: f"{name}_dim{i}",
+        variable_defaults=training,
+        doc=f"kgraph {'training step' if training else 'inference'} export of function {fn.name!r}")
+    # placeholders with defaults (the learning phase) become initializers-with-defaults too,
+    # so a served model runs in inference mode without being fed them
+    for p, name in zip(fn.defaults, names[len(fn.inputs):n_in]):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(p.default.astype(p.dtype), name))
+    return model
