@@ -22,7 +22,7 @@ API = {
         argmax argmin logsumexp""",
     "elementwise": """square abs sqrt exp log round sign pow clip equal not_equal greater greater_equal
         less less_equal maximum minimum sin cos""",
-    "shape": """concatenate reshape permute_dimensions resize_images resize_volumes repeat_elements
+    "shaping": """concatenate reshape permute_dimensions resize_images resize_volumes repeat_elements
         repeat arange tile flatten batch_flatten expand_dims squeeze temporal_padding
         spatial_2d_padding spatial_3d_padding stack one_hot reverse slice pattern_broadcast""",
     "control": """function gradients stop_gradient switch in_train_phase in_test_phase""",
@@ -52,7 +52,6 @@ for _group, _names in API.items():
             globals()[_name] = getattr(_module, _name)
         else:
             missing.append(_name)
-
 from . import operators  # noqa: E402
 
 Tensor.backend = importlib.import_module(__name__)

@@ -1,5 +1,8 @@
 """Elementwise functions."""
+import numpy as np
+
 from .. import dtypes
+from ..graph import Tensor
 from ..ops import elementwise as ew
 from ._api import binary_operands, keras_api, to_tensor
 
@@ -27,7 +30,10 @@ def abs(x):
 def sqrt(x):
     """sqrt of max(x, 0): negative inputs give 0, as Keras' TF backend clips them."""
     x = _float(x, "K.sqrt")
-    return ew.sqrt(ew.maximum(x, ew.scalar_like(0, x)))
+    zero = ew.scalar_like(0, x)
+    # a select, not maximum(x, 0): the gradient at negative x must be 0 (as TF's clip_by_value),
+    # and maximum's would be 0 * inf = nan there
+    return ew.sqrt(ew.where(ew.less(x, zero), zero, x))
 
 
 @keras_api
@@ -42,6 +48,10 @@ def log(x):
 
 @keras_api
 def round(x):
+    """Half to even, as tf.round; integer tensors are already round and keep their dtype."""
+    x = to_tensor(x)
+    if dtypes.is_int(x.dtype):
+        return ew.cast(x, dtype=x.dtype)
     return ew.round_(_float(x, "K.round"))
 
 
@@ -52,6 +62,9 @@ def sign(x):
 
 @keras_api
 def pow(x, a):
+    # a fractional Python exponent would be truncated to the integer tensor's dtype: go float
+    if isinstance(a, float) and not a.is_integer() and isinstance(x, Tensor) and not dtypes.is_float(x.dtype):
+        x = _float(x, "K.pow")
     x, a = binary_operands(x, a, "K.pow")
     return ew.pow_(x, a)
 
@@ -59,12 +72,14 @@ def pow(x, a):
 @keras_api
 def clip(x, min_value, max_value):
     x = to_tensor(x)
+    # Keras' TF backend: an empty interval clips to min_value.  Only Python numbers are compared
+    # here; tensor and array bounds are taken as given, as tf.clip_by_value does.
+    if isinstance(min_value, (int, float)) and isinstance(max_value, (int, float)) and max_value < min_value:
+        max_value = min_value
     if min_value is None:
-        min_value = -float("inf") if dtypes.is_float(x.dtype) else -(2 ** 31)
+        min_value = -float("inf") if dtypes.is_float(x.dtype) else int(np.iinfo(x.dtype).min)
     if max_value is None:
-        max_value = float("inf") if dtypes.is_float(x.dtype) else 2 ** 31 - 1
-    if not isinstance(min_value, type(x)) and not isinstance(max_value, type(x)) and max_value < min_value:
-        max_value = min_value  # Keras' TF backend: an empty interval clips to min_value
+        max_value = float("inf") if dtypes.is_float(x.dtype) else int(np.iinfo(x.dtype).max)
     lo = to_tensor(min_value, x.dtype)
     hi = to_tensor(max_value, x.dtype)
     return ew.minimum(ew.maximum(x, lo), hi)

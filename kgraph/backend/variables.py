@@ -29,6 +29,10 @@ def placeholder(shape=None, ndim=None, dtype=None, sparse=False, name=None):
     elif isinstance(shape, int):
         shape = (shape,)
     shape = tuple(None if d is None or d == -1 else int(d) for d in shape)
+    if sparse:
+        from .sparse import sparse_placeholder  # fed as COO parts; see backend/sparse.py
+        return _keras_attrs(sparse_placeholder(shape, _dtype(dtype, "K.placeholder"),
+                                               name=scoped_name(name) if name else None))
     p = Placeholder(shape, _dtype(dtype, "K.placeholder"), name=scoped_name(name) if name else None, sparse=sparse)
     return _keras_attrs(p)
 
@@ -78,12 +82,14 @@ def is_keras_tensor(x):
 
 
 def is_sparse(tensor):
-    return bool(getattr(tensor, "sparse", False))
+    from .sparse import is_sparse as _is_sparse
+    return _is_sparse(tensor)
 
 
 @keras_api
 def to_dense(tensor):
-    return tensor
+    from .sparse import to_dense as _to_dense
+    return _to_dense(tensor)
 
 
 @keras_api

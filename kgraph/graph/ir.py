@@ -135,7 +135,7 @@ class Constant(Tensor):
     @property
     def digest(self):
         if self._digest is None:
-            v = np.ascontiguousarray(self.value)
+            v = np.asarray(self.value, order="C")  # ascontiguousarray would make 0-d arrays 1-d
             self._digest = (v.dtype.name, v.shape, hashlib.sha1(v.tobytes()).hexdigest())
         return self._digest
 

@@ -3,6 +3,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import dtypes
 from .context import CUSTOM_DOMAIN, DEFAULT_OPSET, LoweringContext, ir_version_for
+from .simplify import apply_plan, merge_duplicate_nodes
+from .simplify import simplify as simplify_graph
 
 
 def value_info(name, shape, dtype, dim_names=None):
@@ -15,12 +17,19 @@ def value_info(name, shape, dtype, dim_names=None):
     return helper.make_tensor_value_info(name, dtypes.to_onnx(dtype), dims)
 
 
-def lower_nodes(ctx, graph):
-    """Emit every node of ``graph``; its sources must already be named in ``ctx``."""
+def lower_nodes(ctx, graph, simplify=True):
+    """Emit the nodes of ``graph``; its sources must already be named in ``ctx``.  With
+    ``simplify``, duplicates, constant-only subgraphs and what only they read are not emitted
+    (see ``simplify.py``): only ``graph.outputs`` are guaranteed to be looked up afterwards."""
+    plan = simplify_graph(graph, ctx.opset) if simplify else None
+    # what the graph reads, so rules of multi-output nodes (Loop) can skip outputs nobody reads
+    ctx.needed = None if plan is None else plan.needed
     for c in graph.constants:
-        if id(c) not in ctx.values:
+        if id(c) not in ctx.values and (plan is None or id(c) in plan.needed):
             ctx.values[id(c)] = ctx.const(c.value, hint=c.name)
     for node in graph.nodes:
+        if plan is not None and apply_plan(ctx, plan, node):
+            continue
         rule = node.primitive.lower_rule
         ctx.current = node
         if rule is None:
@@ -33,6 +42,8 @@ def lower_nodes(ctx, graph):
         for t, name in zip(node.outputs, names):
             ctx.values[id(t)] = name
     ctx.current = None
+    if simplify:
+        merge_duplicate_nodes(ctx)
 
 
 def _rename(nodes, old, new):
@@ -50,25 +61,28 @@ def _rename(nodes, old, new):
 def _bind_outputs(ctx, outputs, out_names, sources):
     """Give each output its requested name by renaming the value that computes it.  An Identity
     is needed only where the value is a graph source or is listed twice: ONNX names a value once."""
-    infos, renamed = [], set()
+    infos, renamed = [], {}
     computed = {o for n in ctx.nodes for o in n.output}
     for t, name in zip(outputs, out_names):
         value = ctx.lookup(t)
-        if value in sources or value in renamed or value not in computed:
+        value = renamed.get(value, value)  # another tensor (a simplifier alias) shared this value
+        if value in sources or value in renamed.values() or value not in computed:
             ctx.nodes.append(helper.make_node("Identity", [value], [name], name=ctx.fresh("output")))
         else:
             _rename(ctx.nodes, value, name)
             ctx.values[id(t)] = name
-            renamed.add(name)
+            renamed[value] = name
         infos.append(value_info(name, t.shape, t.dtype))
     return infos
 
 
-def lower_subgraph(parent, subgraph, input_names, output_names=None, name="body", prefix=()):
+def lower_subgraph(parent, subgraph, input_names, output_names=None, name="body", prefix=(), ctx=None):
     """Lower a traced body.  ``input_names`` name ``prefix`` (extra ONNX-level inputs such as a
     Loop's iteration count, given as (name, shape, dtype)) followed by ``subgraph.inputs``.
-    Captured outer tensors are read by their outer names, which ONNX scoping allows."""
-    ctx = parent.child()
+    Captured outer tensors are read by their outer names, which ONNX scoping allows.  ``ctx``: a
+    child of ``parent`` in which the caller already emitted nodes and bound values the body reads
+    (a Loop's per-iteration slices)."""
+    ctx = parent.child() if ctx is None else ctx
     infos = []
     for (pname, shape, dtype) in prefix:
         ctx.names.used.add(pname)

@@ -1,37 +1,43 @@
-"""Graph simplification run before lowering: common-subexpression elimination, constant folding
-and dead-node pruning, all as a *plan* over an unchanged IR graph.
+"""Graph simplification around lowering: common-subexpression elimination, constant folding and
+dead-node pruning over the IR, then a merge of duplicate ONNX nodes that lowering rules emit.
 
-The IR is never rewritten (tensors stay the objects users hold); instead ``simplify(graph)``
-decides, for every node, one of:
+The IR is never rewritten (tensors stay the objects users hold); ``simplify(graph, opset)``
+returns a *plan* that decides, for every node, one of:
 
-* ``lower``   — emit it (its inputs may be looked up through aliases);
-* ``alias``   — a duplicate of an earlier node (same primitive, attributes and canonical inputs,
+* ``lower`` — emit it;
+* ``alias`` — a duplicate of an earlier node (same primitive, attributes and canonical inputs,
   constants compared by content): its outputs are the earlier node's ONNX values;
-* ``fold``    — all its inputs are constants (or folded): its needed outputs are evaluated once,
-  at lowering time, and emitted as constants (large ones become initializers);
-* ``dead``    — nothing needed reads it (e.g. the constant-only ancestors of a folded value).
+* ``fold``  — its value is known before run time: all its inputs are constants (or folded), or it
+  reads only the static shape of a tensor whose shape is fully known.  The needed folded values
+  are computed once, at lowering time, through the nodes' own lowering on ONNX Runtime, and
+  emitted as constants (large ones become initializers, which ``ctx.const`` decides);
+* ``dead``  — nothing that is emitted reads it (the constant-only ancestors of a folded value).
 
-Why here and not in ONNX Runtime: autodiff builds gradients from primitives, and vjp rules
-rebuild the same small pieces (``cast(size_of(x))``, transposes of one weight, broadcast seeds)
-many times; collapsing them keeps every forward value computed once and the exported training
-graphs lean on any runtime, not only on one with a good optimizer.
+Why: autodiff builds gradients out of primitives, and vjp rules rebuild the same small pieces
+(``cast(size_of(x))``, ``Shape`` of one forward value, scalar seeds) many times.  Collapsing them
+keeps every forward value computed once and reused by the backward pass, and keeps exported
+training graphs lean on any runtime, not only on one with a good graph optimizer.
 """
 import numpy as np
-from onnx import helper
+from onnx import AttributeProto, helper
 
 from .context import CUSTOM_DOMAIN, LoweringContext, ir_version_for
 
-# Folding never grows a graph much: a node whose outputs hold more elements than this *and*
-# more than its constant inputs is left to run (broadcasting a scalar to a large shape is cheaper
-# at run time than a large initializer in the file).
+# Folding must not blow a file up: a node whose outputs hold more elements than this *and*
+# more than its constant inputs runs at run time instead (broadcasting a scalar to a large shape
+# is cheaper to run than to ship as an initializer).
 FOLD_MAX_GROWTH_ELEMENTS = 1 << 16
 
 # Primitive attributes that mark a node as observable or stateful: never merged nor folded.
-_EFFECT_FLAGS = ("prints", "effects", "stateful", "random")
+EFFECT_FLAGS = ("prints", "effects", "stateful", "random")
+
+# ONNX ops whose two applications to the same inputs may differ: never merged.
+NONDETERMINISTIC_ONNX_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform",
+                             "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
-def _has_effects(primitive):
-    return any(getattr(primitive, flag, False) for flag in _EFFECT_FLAGS)
+def has_effects(primitive):
+    return any(getattr(primitive, flag, False) for flag in EFFECT_FLAGS)
 
 
 def _freeze(value):
@@ -44,15 +50,29 @@ def _freeze(value):
     return (type(value).__name__, value)
 
 
+def _static_shape_value(node, canon):
+    """The value of a node that only reads a fully known static shape, else None."""
+    name = node.primitive.name
+    if name not in ("shape_of", "size_of") or len(node.inputs) != 1:
+        return None
+    shape = canon(node.inputs[0]).shape
+    if None in shape:
+        return None
+    if name == "shape_of":
+        return np.asarray(shape, dtype=np.int64).reshape(-1)
+    return np.asarray(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+
+
 class Plan:
     """What ``lower_nodes`` does with each node of one graph (see the module docstring)."""
 
     def __init__(self):
-        self.alias = {}     # id(duplicate tensor) → the canonical tensor computing the same value
-        self.folded = {}    # id(tensor) → numpy value, for folded tensors that something reads
-        self.action = {}    # id(node) → "lower" | "alias" | "fold" | "dead"
-        self.needed = set()  # ids of the canonical tensors that lowered nodes or outputs read
-        self.frontier = []  # the folded tensors that are needed
+        self.action = {}     # id(node) → "lower" | "alias" | "fold" | "dead"
+        self.alias = {}      # id(duplicate tensor) → the canonical tensor computing its value
+        self.static = {}     # id(tensor) → (tensor, value) known from static shapes alone
+        self.folded = {}     # id(tensor) → numpy value, for the folded tensors emitted
+        self.needed = set()  # ids of the tensors that emitted nodes and the outputs read
+        self.frontier = []   # the folded tensors that are needed
 
     def count(self, action):
         return sum(1 for a in self.action.values() if a == action)
@@ -78,12 +98,12 @@ def simplify(graph, opset, fold=True):
             return key
         return ("t", id(t))
 
-    foldable = set()  # id of canonical tensors computable from constants alone
+    foldable = set()  # ids of canonical tensors whose value is known before run time
     seen = {}  # CSE key → node
     for node in graph.nodes:
         prim = node.primitive
-        if _has_effects(prim):
-            plan.action[id(node)] = "lower"
+        plan.action[id(node)] = "lower"
+        if has_effects(prim):
             continue
         try:
             key = (prim.name, tuple(sorted((k, _freeze(v)) for k, v in node.attrs.items())),
@@ -91,22 +111,27 @@ def simplify(graph, opset, fold=True):
                    tuple((g.signature(), tuple(ref(c) for c in g.captures)) for g in node.subgraphs))
             hash(key)
         except TypeError:  # an attribute that is not hashable: lower the node as it is
-            plan.action[id(node)] = "lower"
             continue
         earlier = seen.get(key)
         if earlier is not None and len(earlier.outputs) == len(node.outputs):
             plan.action[id(node)] = "alias"
             for dup, rep in zip(node.outputs, earlier.outputs):
-                canonical[id(dup)] = canon(rep)
-                plan.alias[id(dup)] = canon(rep)
+                rep = canon(rep)
+                canonical[id(dup)] = plan.alias[id(dup)] = rep
+                if id(rep) in plan.static:
+                    plan.static[id(dup)] = (dup, plan.static[id(rep)][1])
             continue
         seen[key] = node
-        plan.action[id(node)] = "lower"
-        if fold and _can_fold(node, canon, foldable):
+        if not fold:
+            continue
+        value = _static_shape_value(node, canon)
+        if value is not None:
+            plan.static[id(node.outputs[0])] = (node.outputs[0], value)
+        if value is not None or _can_fold(node, canon, foldable):
             plan.action[id(node)] = "fold"
             foldable.update(id(o) for o in node.outputs)
 
-    _prune(graph, plan, canon, foldable)
+    _prune(graph, plan, canon)
     if fold:
         _evaluate_folds(graph, plan, opset)
     return plan
@@ -116,27 +141,20 @@ def _can_fold(node, canon, foldable):
     from ..graph import Constant
 
     if node.subgraphs or not node.inputs or node.primitive.lower_rule is None:
-        return False  # no inputs: possibly a source of fresh values each run
+        return False  # a node without inputs may be a source of fresh values on every run
     inputs = [canon(t) for t in node.inputs]
     if not all(isinstance(t, Constant) or id(t) in foldable for t in inputs):
         return False
-    out_size = 0
-    for o in node.outputs:
-        if None in o.shape:
-            # unknown static shape: nothing bounds the result, so fold only if its inputs are
-            # small (then the result is bounded by the small ops that read them)
-            out_size = None
-            break
-        out_size += int(np.prod(o.shape, dtype=np.int64))
-    in_size = sum(int(np.prod(t.shape, dtype=np.int64)) if None not in t.shape else 0 for t in inputs)
-    if out_size is None:
-        return in_size <= FOLD_MAX_GROWTH_ELEMENTS
+    if any(None in t.shape for t in list(node.outputs) + inputs):
+        return False  # nothing bounds the size of the result
+    out_size = sum(int(np.prod(o.shape, dtype=np.int64)) for o in node.outputs)
+    in_size = sum(int(np.prod(t.shape, dtype=np.int64)) for t in inputs)
     return out_size <= max(FOLD_MAX_GROWTH_ELEMENTS, in_size)
 
 
-def _prune(graph, plan, canon, foldable):
-    """Walk back from the outputs: nodes nothing reads are dead; folded nodes whose outputs are
-    read by a lowered node (or are graph outputs) are the fold frontier."""
+def _prune(graph, plan, canon):
+    """Walk back from the outputs: nodes that nothing emitted reads are dead; folded nodes whose
+    outputs are read by an emitted node (or are graph outputs) form the fold frontier."""
     needed = {id(canon(t)) for t in graph.outputs}
     frontier = []
     for node in reversed(graph.nodes):
@@ -150,7 +168,7 @@ def _prune(graph, plan, canon, foldable):
             else:
                 plan.action[id(node)] = "dead"
             continue
-        if not live and not _has_effects(node.primitive):
+        if not live and not has_effects(node.primitive):
             plan.action[id(node)] = "dead"
             continue
         for t in node.inputs:
@@ -158,8 +176,7 @@ def _prune(graph, plan, canon, foldable):
         for g in node.subgraphs:
             for c in g.captures:
                 needed.add(id(canon(c)))
-    # an alias whose canonical node died is dead too
-    for node in graph.nodes:
+    for node in graph.nodes:  # an alias of a dead node is dead too
         if plan.action[id(node)] == "alias":
             rep = plan.alias[id(node.outputs[0])]
             if rep.node is not None and plan.action.get(id(rep.node)) == "dead":
@@ -169,42 +186,44 @@ def _prune(graph, plan, canon, foldable):
 
 
 def _evaluate_folds(graph, plan, opset):
-    """Evaluate the fold frontier once with ONNX Runtime; a fold that fails to run (an op that
-    only fails on these values, say) leaves those nodes to run, so errors surface where they
-    would have without folding."""
+    """Evaluate the fold frontier once.  A fold that fails to run (an op that fails on these very
+    values, say) leaves every node to run, so errors surface where they would without folding."""
     from ..graph import Graph
 
-    targets = plan.frontier
-    if not targets:
-        return
+    targets = [t for t in plan.frontier if id(t) not in plan.static]
     try:
-        values = evaluate_constant_tensors(Graph(targets), targets, opset)
-    except Exception:  # noqa: BLE001  (fall back to lowering these nodes unchanged)
+        if targets:
+            known = [t for t, _ in plan.static.values()]
+            sub = Graph(targets, stop=known)
+            values = evaluate_constant_tensors(sub, targets, opset, known=plan.static)
+            plan.folded.update((id(t), v) for t, v in zip(targets, values))
+    except Exception:  # noqa: BLE001  (fall back to lowering the nodes unchanged)
         _unfold(graph, plan)
         return
-    for t, v in zip(targets, values):
-        plan.folded[id(t)] = v
+    for t in plan.frontier:
+        if id(t) in plan.static:
+            plan.folded[id(t)] = plan.static[id(t)][1]
 
 
 def _unfold(graph, plan):
-    """Undo folding: folded and fold-dead nodes are lowered after all (dead ones re-pruned by
-    ONNX Runtime's own dead-code elimination, which keeps this rare path simple)."""
     for node in graph.nodes:
         if plan.action[id(node)] in ("fold", "dead"):
             plan.action[id(node)] = "alias" if id(node.outputs[0]) in plan.alias else "lower"
-            for t in node.inputs:
-                plan.needed.add(id(t))
+            plan.needed.update(id(t) for t in node.inputs)
     plan.folded.clear()
 
 
-def evaluate_constant_tensors(graph, targets, opset):
-    """Values of ``targets`` (tensors of the constant-only ``graph``), computed on ONNX Runtime
-    from their own lowering, so folded and unfolded graphs agree bit for bit."""
+def evaluate_constant_tensors(graph, targets, opset, known=None):
+    """Values of ``targets``, tensors of the constant-only ``graph`` (``known``: id → (tensor,
+    value) for tensors it stops at), computed on ONNX Runtime from the nodes' own lowering, so
+    folded and unfolded graphs agree bit for bit."""
     import onnxruntime as ort
 
     from .model import value_info
 
     ctx = LoweringContext(opset)
+    for key, (t, value) in (known or {}).items():
+        ctx.values[key] = ctx.const(value, hint="static")
     for c in graph.constants:
         ctx.values[id(c)] = ctx.const(c.value, hint="c")
     for node in graph.nodes:
@@ -232,3 +251,78 @@ def evaluate_constant_tensors(graph, targets, opset):
     sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
                                 providers=["CPUExecutionProvider"])
     return sess.run(None, {})
+
+
+def apply_plan(ctx, plan, node):
+    """Handle ``node`` per ``plan`` unless it is simply lowered; True when it was handled."""
+    action = plan.action.get(id(node), "lower")
+    if action == "lower":
+        return False
+    if action == "alias":
+        for t in node.outputs:
+            try:
+                ctx.values[id(t)] = ctx.lookup(plan.alias[id(t)])
+            except KeyError:  # the canonical value was folded away and nothing reads this one
+                pass
+    elif action == "fold":
+        for t in node.outputs:
+            if id(t) in plan.folded:
+                ctx.values[id(t)] = ctx.const(plan.folded[id(t)], hint=t.name)
+    return True
+
+
+# -- after lowering: duplicate ONNX nodes ------------------------------------------------------
+def _rename_inputs(nodes, mapping):
+    """Apply ``mapping`` to node inputs, nested bodies included (they read outer names)."""
+    for n in nodes:
+        if any(i in mapping for i in n.input):
+            n.input[:] = [mapping.get(i, i) for i in n.input]
+        for a in n.attribute:
+            if a.type == AttributeProto.GRAPH:
+                _rename_inputs(a.g.node, mapping)
+                _rename_graph_outputs(a.g, mapping)
+            elif a.type == AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    _rename_inputs(g.node, mapping)
+                    _rename_graph_outputs(g, mapping)
+
+
+def _rename_graph_outputs(graph, mapping):
+    # a body output may be an outer value read directly
+    for o in graph.output:
+        if o.name in mapping:
+            o.name = mapping[o.name]
+
+
+def merge_duplicate_nodes(ctx):
+    """Merge ONNX nodes of ``ctx`` that apply one op with the same attributes to the same
+    inputs (lowering rules emit e.g. ``Shape(x)`` once per rule that needs it); the context's
+    value names are updated to the survivors.  Returns how many nodes were removed."""
+    mapping, kept, seen = {}, [], {}
+    for n in ctx.nodes:
+        if mapping:
+            _rename_inputs([n], mapping)
+        has_body = any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in n.attribute)
+        if has_body or n.op_type in NONDETERMINISTIC_ONNX_OPS or "" in n.output:
+            kept.append(n)
+            continue
+        key = (n.domain, n.op_type, n.overload if hasattr(n, "overload") else "", tuple(n.input),
+               tuple(sorted(a.SerializeToString() for a in n.attribute)), len(n.output))
+        earlier = seen.get(key)
+        if earlier is None:
+            seen[key] = n
+            kept.append(n)
+            continue
+        for new, old in zip(n.output, earlier.output):
+            mapping[new] = old
+    if not mapping:
+        return 0
+    removed = len(ctx.nodes) - len(kept)
+    ctx.nodes[:] = kept
+    for key, name in list(ctx.values.items()):
+        if name in mapping:
+            ctx.values[key] = mapping[name]
+    for key, name in list(ctx._consts.items()):
+        if name in mapping:
+            ctx._consts[key] = mapping[name]
+    return removed

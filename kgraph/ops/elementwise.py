@@ -187,7 +187,7 @@ def _minmax_vjp(pick_a):
         ta = cast(pick_a(a, b), dtype=g.dtype)
         tie = cast(equal(a, b), dtype=g.dtype)
         wa = sub(ta, mul(tie, scalar_like(0.5, g)))
-        wb = sub(sub(scalar_like(1, g), ta), mul(tie, scalar_like(0.5, g)))
+        wb = sub(scalar_like(1, g), wa)
         return [unbroadcast(mul(g, wa), a.shape), unbroadcast(mul(g, wb), b.shape)]
     return rule
 

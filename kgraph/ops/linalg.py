@@ -1,4 +1,6 @@
-"""Matrix products."""
+"""Matrix products and indexing along axis 0."""
+import numpy as np
+
 from .elementwise import broadcast_shapes, unbroadcast
 from .primitive import InferError, Primitive
 from .shape import transpose
@@ -33,3 +35,54 @@ def swap_last(x):
 def _(node, g):
     a, b = node.inputs
     return [unbroadcast(matmul(g, swap_last(b)), a.shape), unbroadcast(matmul(swap_last(a), g), b.shape)]
+
+
+# -- indexing along axis 0 --------------------------------------------------------------------
+gather = Primitive("gather")  # reference[indices] along axis 0; indices of any shape, negatives wrap
+
+
+@gather.infer
+def _(reference, indices):
+    if reference.ndim < 1:
+        raise InferError(f"gather: reference must have rank >= 1, got shape {reference.shape}")
+    if indices.dtype not in ("int32", "int64"):
+        raise InferError(f"gather: indices must be int32 or int64, got {indices.dtype}")
+    return indices.shape + reference.shape[1:], reference.dtype
+
+
+@gather.lower
+def _(ctx, node, reference, indices):
+    return ctx.op("Gather", reference, indices, axis=0)
+
+
+@gather.vjp
+def _(node, g):
+    reference, indices = node.inputs
+    return [gather_grad(g, reference, indices), None]
+
+
+gather_grad = Primitive("gather_grad")  # scatter-add ``g`` into zeros shaped like ``like``
+
+
+@gather_grad.infer
+def _(g, like, indices):
+    return like.shape, g.dtype
+
+
+@gather_grad.lower
+def _(ctx, node, g, like, indices):
+    shape = ctx.op("Shape", like)
+    zeros = ctx.op("Expand", ctx.const(np.zeros((1,), node.outputs[0].dtype)), shape)
+    # ScatterND wants in-range indices: wrap negatives the way Gather read them
+    idx = ctx.cast(indices, "int64") if node.inputs[2].dtype != "int64" else indices
+    zero = ctx.scalar(0, np.int64)
+    rows = ctx.op("Gather", shape, zero, axis=0)
+    idx = ctx.op("Where", ctx.op("Less", idx, zero), ctx.op("Add", idx, rows), idx)
+    idx = ctx.op("Unsqueeze", idx, ctx.int64s([-1]))
+    # repeated indices must accumulate, hence reduction="add" (ScatterND has it from opset 16)
+    return ctx.op("ScatterND", zeros, idx, g, reduction="add")
+
+
+@gather_grad.vjp
+def _(node, g):
+    return [gather(g, node.inputs[2]), None, None]

@@ -1,4 +1,6 @@
-"""Reductions over static axes (normalized, non-negative, sorted by the backend)."""
+"""Reductions over static axes (normalized, non-negative, sorted by the backend), and scans."""
+import numpy as np
+
 from .elementwise import cast, div, equal, mul
 from .primitive import InferError, Primitive
 from .shape import expand_like
@@ -79,10 +81,20 @@ reduce_min.vjp(_extremum_vjp)
 
 @reduce_prod.vjp
 def _(node, g):
-    x, y = node.inputs[0], node.outputs[0]
-    axes, keep = node.attrs.get("axes"), node.attrs.get("keepdims", False)
-    y_full = expand_like(y if keep else reshape_like_keepdims(y, x, axes), x)
-    return [mul(keepdims_grad(node, g), div(y_full, x))]
+    # d prod / d x_j is the product of the others; y / x_j is that only where no x is 0.  Exact
+    # everywhere: lanes without zeros use y / x, a lane with one zero sends the product of its
+    # nonzero entries to that zero only, lanes with two or more zeros have zero gradient.
+    from .elementwise import logical_and, scalar_like, where
+    x = node.inputs[0]
+    axes = node.attrs.get("axes")
+    zero, one = scalar_like(0, x), scalar_like(1, x)
+    is_zero = equal(x, zero)
+    zero_count = reduce_sum(cast(is_zero, dtype=x.dtype), axes=axes, keepdims=True)
+    safe = where(is_zero, one, x)
+    nonzero_product = reduce_prod(safe, axes=axes, keepdims=True)
+    grad = where(equal(zero_count, zero), div(nonzero_product, safe),
+                 where(logical_and(is_zero, equal(zero_count, one)), nonzero_product, zero))
+    return [mul(keepdims_grad(node, g), grad)]
 
 
 size_of = Primitive("size_of", differentiable=False)
@@ -113,3 +125,110 @@ for _prim, _op in ((argmax, "ArgMax"), (argmin, "ArgMin")):
     _prim.lower(lambda ctx, node, x, _op=_op: ctx.op(_op, x, axis=node.attrs["axis"],
                                                     keepdims=int(node.attrs.get("keepdims", False))))
 
+
+# -- scans ----------------------------------------------------------------------------------------
+cumsum = Primitive("cumsum")  # inclusive running sum along ``axis``; ``reverse`` runs from the end
+cumprod = Primitive("cumprod")  # inclusive running product along ``axis``
+
+
+def _scan_infer(name):
+    def rule(x, axis, reverse=False):
+        if not 0 <= axis < x.ndim:
+            raise InferError(f"{name}: axis {axis} out of range for rank {x.ndim}")
+        if x.dtype == "bool":
+            raise InferError(f"{name}: expects a numeric tensor, got bool")
+        return x.shape, x.dtype
+    return rule
+
+
+cumsum.infer(_scan_infer("cumsum"))
+cumprod.infer(_scan_infer("cumprod"))
+
+
+@cumsum.lower
+def _(ctx, node, x):
+    return ctx.op("CumSum", x, ctx.scalar(node.attrs["axis"], np.int64),
+                  reverse=int(bool(node.attrs.get("reverse", False))))
+
+
+@cumsum.vjp
+def _(node, g):
+    return [cumsum(g, axis=node.attrs["axis"], reverse=not node.attrs.get("reverse", False))]
+
+
+@cumprod.lower
+def _(ctx, node, x):
+    # ONNX has no CumProd (up to opset 21).  Hillis-Steele scan: ceil(log2 n) steps of
+    # y *= (y shifted by s along the axis, ones in front), s = 1, 2, 4, ...; after the step with
+    # shift s each y[i] is the product of x[i-2s+1 .. i].  Exact for integers, n log n work.
+    t = node.inputs[0]
+    axis, n = node.attrs["axis"], t.shape[node.attrs["axis"]]
+    if n is not None:  # known length: the steps unrolled
+        y, shift = x, 1
+        while shift < n:
+            y = _times_shifted(ctx, y, axis, t, ctx.int64s([shift]), ctx.int64s([n]))
+            shift *= 2
+        return ctx.op("Identity", x) if y == x else y
+    return _cumprod_loop(ctx, x, t)
+
+
+def _times_shifted(ctx, y, axis, t, shift, length):
+    """``y * (y shifted by shift along axis)``, ones shifted in; ``t`` (the IR input) gives rank
+    and dtype; shift and length are [1] int64 values."""
+    rank = t.ndim
+    pieces = [ctx.int64s([0] * axis)] if axis else []
+    pieces += [shift, ctx.int64s([0] * (2 * rank - axis - 1))]
+    pads = ctx.op("Concat", *pieces, axis=0)
+    shifted = ctx.op("Pad", y, pads, ctx.scalar(1, t.dtype))
+    shifted = ctx.op("Slice", shifted, ctx.int64s([0]), length, ctx.int64s([axis]))
+    return ctx.op("Mul", y, shifted)
+
+
+def _cumprod_loop(ctx, x, t):
+    """Unknown length: the same steps in an ONNX Loop that runs while the shift is below it."""
+    from onnx import TensorProto, helper
+
+    from .. import dtypes
+    axis = ctx.current.attrs["axis"]
+    body = ctx.child()
+    body.current = ctx.current  # names body nodes after the primitive
+    step, cond_in, y_in, shift_in = (body.fresh(h) for h in ("step", "cond", "y", "shift"))
+    length = body.op("Slice", body.op("Shape", y_in), body.int64s([axis]), body.int64s([axis + 1]))
+    y_out = _times_shifted(body, y_in, axis, t, shift_in, length)
+    shift_out = body.op("Add", shift_in, shift_in)
+    cond_out = body.op("Squeeze", body.op("Less", shift_out, length))
+    elem = dtypes.to_onnx(t.dtype)
+    graph = helper.make_graph(
+        body.nodes, body.fresh("cumprod_body"),
+        [helper.make_tensor_value_info(step, TensorProto.INT64, []),
+         helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(y_in, elem, [None] * t.ndim),
+         helper.make_tensor_value_info(shift_in, TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(y_out, elem, [None] * t.ndim),
+         helper.make_tensor_value_info(shift_out, TensorProto.INT64, [1])])
+    length = ctx.op("Slice", ctx.op("Shape", x), ctx.int64s([axis]), ctx.int64s([axis + 1]))
+    first = ctx.int64s([1])
+    start = ctx.op("Squeeze", ctx.op("Less", first, length))
+    y, _ = ctx.op("Loop", "", start, x, first, body=graph, outputs=2)
+    return y
+
+
+@cumprod.vjp
+def _(node, g):
+    # d out[i] / d x[j] (j <= i) is the product of x[0..i] without x[j].  Before the first zero of
+    # a lane that is out[i] / x[j]; at the first zero it is the running product with that zero
+    # read as 1; after it, 0 (every such product holds the first zero).  Exact with zeros, unlike
+    # the usual reverse-cumsum(g * out) / x.
+    from .elementwise import logical_and, scalar_like, where
+    x, out = node.inputs[0], node.outputs[0]
+    axis = node.attrs["axis"]
+    zero, one = scalar_like(0, x), scalar_like(1, x)
+    is_zero = equal(x, zero)
+    zeros_so_far = cumsum(cast(is_zero, dtype=x.dtype), axis=axis)
+    before_first_zero = equal(zeros_so_far, zero)
+    first_zero = logical_and(is_zero, equal(zeros_so_far, one))
+    grad_before = div(cumsum(mul(g, out), axis=axis, reverse=True), where(is_zero, one, x))
+    skipping_first_zero = cumprod(where(first_zero, one, x), axis=axis)
+    grad_at_first = cumsum(mul(g, skipping_first_zero), axis=axis, reverse=True)
+    return [where(before_first_zero, grad_before, where(first_zero, grad_at_first, zero))]

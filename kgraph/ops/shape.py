@@ -53,7 +53,9 @@ def _(x, shape):
 
 @reshape.lower
 def _(ctx, node, x):
-    return ctx.op("Reshape", x, ctx.int64s(node.attrs["shape"]))
+    # a 0 in the target is a zero-sized dim (numpy), not ONNX's default "copy the input dim"
+    allowzero = 1 if 0 in node.attrs["shape"] else None
+    return ctx.op("Reshape", x, ctx.int64s(node.attrs["shape"]), allowzero=allowzero)
 
 
 @reshape.vjp
@@ -297,10 +299,31 @@ def _(x, starts, ends, axes, steps):
 @slice_.lower
 def _(ctx, node, x):
     a = node.attrs
+    starts, ends, steps = onnx_slice_bounds(node.inputs[0].shape, a)
+    return ctx.op("Slice", x, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(steps))
+
+
+def onnx_slice_bounds(shape, attrs):
+    """Python slice bounds → ONNX Slice bounds.  The two clamp differently (ONNX clamps a
+    negative-step start below -dim to 0, Python makes the slice empty), so where the dim is known
+    the bounds are resolved here exactly as Python does."""
     big = np.iinfo(np.int64).max
-    ends = [(big if st > 0 else -big) if e is None else e for e, st in zip(a["ends"], a["steps"])]
-    starts = [(0 if st > 0 else big) if s is None else s for s, st in zip(a["starts"], a["steps"])]
-    return ctx.op("Slice", x, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(a["steps"]))
+    starts, ends, steps = [], [], []
+    for s, e, st, axis in zip(attrs["starts"], attrs["ends"], attrs["steps"], attrs["axes"]):
+        dim = shape[axis]
+        if dim is not None:
+            s, e, st = slice(s, e, st).indices(dim)
+            if not len(range(s, e, st)):
+                s, e, st = 0, 0, 1
+            elif e < 0:  # "before index 0" for a negative step; ONNX reads -1 as the last index
+                e = -big
+        else:
+            e = (big if st > 0 else -big) if e is None else e
+            s = (0 if st > 0 else big) if s is None else s
+        starts.append(s)
+        ends.append(e)
+        steps.append(st)
+    return starts, ends, steps
 
 
 @slice_.vjp
@@ -323,13 +346,11 @@ def _(ctx, node, g, like):
     shape = ctx.op("Shape", like)
     dtype = node.outputs[0].dtype
     zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype)), shape)
-    big = np.iinfo(np.int64).max
-    ends = [(big if st > 0 else -big) if e is None else e for e, st in zip(a["ends"], a["steps"])]
-    starts = [(0 if st > 0 else big) if s is None else s for s, st in zip(a["starts"], a["steps"])]
+    starts, ends, steps = onnx_slice_bounds(node.inputs[1].shape, a)
     size = ctx.op("ReduceProd", shape, keepdims=0)
     flat = ctx.op("Range", ctx.scalar(0, np.int64), size, ctx.scalar(1, np.int64))
     grid = ctx.op("Reshape", flat, shape)
-    picked = ctx.op("Slice", grid, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(a["steps"]))
+    picked = ctx.op("Slice", grid, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(steps))
     flat_zeros = ctx.op("Reshape", zeros, ctx.int64s([-1]))
     idx = ctx.op("Reshape", picked, ctx.int64s([-1]))
     upd = ctx.op("Reshape", g, ctx.int64s([-1]))

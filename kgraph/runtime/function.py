@@ -32,7 +32,7 @@ MIN_CALLS_PER_REBUILD = 50
 class FeedSpec:
     """Checks and converts one fed value, fast when it is already right."""
 
-    __slots__ = ("name", "placeholder", "dtype", "shape", "where")
+    __slots__ = ("name", "placeholder", "dtype", "shape", "where", "ndim", "known_dims")
 
     def __init__(self, placeholder, name, where):
         self.placeholder = placeholder
@@ -40,15 +40,25 @@ class FeedSpec:
         self.dtype = np.dtype(placeholder.dtype)
         self.shape = placeholder.shape
         self.where = where
+        self.ndim = len(self.shape)
+        self.known_dims = tuple((i, d) for i, d in enumerate(self.shape) if d is not None)
 
     def __call__(self, x):
-        if type(x) is not np.ndarray or x.dtype != self.dtype:
+        # the hot path of every call: plain loops and identity checks, no generators
+        if type(x) is not np.ndarray or (x.dtype is not self.dtype and x.dtype != self.dtype):
             x = self.convert(x)
         shape = x.shape
-        if len(shape) != len(self.shape) or any(s is not None and s != g for s, g in zip(self.shape, shape)):
-            raise ValueError(f"{self.where}: input {self.placeholder.name!r} expects shape "
-                             f"{_fmt(self.shape)}, got {_fmt(shape)}")
+        if shape != self.shape:
+            if len(shape) != self.ndim:
+                self.bad_shape(shape)
+            for i, d in self.known_dims:
+                if shape[i] != d:
+                    self.bad_shape(shape)
         return x
+
+    def bad_shape(self, shape):
+        raise ValueError(f"{self.where}: input {self.placeholder.name!r} expects shape "
+                         f"{_fmt(self.shape)}, got {_fmt(shape)}")
 
     def convert(self, x):
         try:
@@ -68,6 +78,48 @@ class FeedSpec:
         return arr.astype(target)
 
 
+class SparseFeedSpec:
+    """The feed of a sparse placeholder: a ``scipy.sparse`` matrix or array (any format), an
+    ``(indices, values, dense_shape)`` triple, or a dense array, converted to the three arrays the
+    placeholder's parts take.  Repeated scipy entries are summed first (COO semantics)."""
+
+    __slots__ = ("placeholder", "shape", "values", "where")
+
+    def __init__(self, placeholder, where):
+        self.placeholder = placeholder
+        self.shape = placeholder.shape
+        self.values = FeedSpec(placeholder.sparse_parts[1], "values", where)  # dtype conversion
+        self.where = where
+
+    def __call__(self, x):
+        rank = len(self.shape)
+        if hasattr(x, "tocoo") and hasattr(x, "nnz"):
+            coo = x.tocoo(copy=True)
+            coo.sum_duplicates()
+            coords = getattr(coo, "coords", None)
+            coords = (coo.row, coo.col) if coords is None else coords
+            indices = np.stack([np.asarray(c, dtype=np.int64) for c in coords], axis=1) if coords else None
+            values, shape = coo.data, tuple(coo.shape)
+        elif isinstance(x, tuple) and len(x) == 3:
+            indices, values, shape = x
+            shape = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+            indices = np.asarray(indices, dtype=np.int64).reshape(-1, len(shape))
+        else:
+            arr = np.asarray(x)
+            nonzero = np.nonzero(arr)
+            indices = np.stack(nonzero, axis=1).astype(np.int64) if arr.ndim else None
+            values, shape = arr[nonzero], arr.shape
+        if len(shape) != rank or any(s is not None and s != g for s, g in zip(self.shape, shape)):
+            raise ValueError(f"{self.where}: sparse input {self.placeholder.name!r} expects shape "
+                             f"{_fmt(self.shape)}, got {_fmt(shape)}")
+        values = self.values(np.asarray(values).reshape(-1))
+        if indices is None or indices.shape != (values.shape[0], rank):
+            raise ValueError(f"{self.where}: sparse input {self.placeholder.name!r}: indices of shape "
+                             f"{None if indices is None else indices.shape} do not match {values.shape[0]} "
+                             f"values of a rank-{rank} tensor")
+        return np.ascontiguousarray(indices), values, np.asarray(shape, dtype=np.int64)
+
+
 def _fmt(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -77,6 +129,10 @@ class Function:
         self.name = name or "function"
         self.where = f"K.function {self.name!r}"
         self.inputs = list(inputs)
+        # a sparse placeholder is fed as its COO parts: those are the graph's inputs, and one
+        # SparseFeedSpec turns each fed value into all three
+        self.feed_inputs = self.inputs
+        self.inputs = [part for p in self.feed_inputs for part in (getattr(p, "sparse_parts", None) or (p,))]
         self.outputs = list(outputs)
         self.opset = opset or DEFAULT_OPSET
         self.device = resolve_device(device)
@@ -99,7 +155,9 @@ class Function:
         if missing:
             raise ValueError(f"{self.where}: the outputs depend on placeholders that are not among the "
                              f"inputs: {', '.join(repr(p.name) for p in missing)}")
-        self.feeds = [FeedSpec(p, f"in{i}", self.where) for i, p in enumerate(self.inputs)]
+        self.feeds = [SparseFeedSpec(p, self.where) if getattr(p, "sparse_parts", None) else
+                      FeedSpec(p, f"in{i}", self.where) for i, p in enumerate(self.feed_inputs)]
+        self._flatten_feeds = any(isinstance(s, SparseFeedSpec) for s in self.feeds)
         # print_tensor nodes: their values are fetched as extra outputs and printed after a run
         self.printed = [n for n in graph.nodes if getattr(n.primitive, "prints", False)]
         self.fetches = self.outputs + [n.outputs[0] for n in self.printed]
@@ -150,16 +208,19 @@ class Function:
     # -- calling ------------------------------------------------------------------------
     def __call__(self, inputs=()):
         if isinstance(inputs, dict):
-            inputs = [inputs[p] for p in self.inputs]
+            inputs = [inputs[p] for p in self.feed_inputs]
         elif not isinstance(inputs, (list, tuple)):
             inputs = [inputs]
         if len(inputs) != len(self.feeds):
             raise ValueError(f"{self.where}: expected {len(self.feeds)} inputs "
-                             f"({', '.join(p.name for p in self.inputs)}), got {len(inputs)}")
+                             f"({', '.join(p.name for p in self.feed_inputs)}), got {len(inputs)}")
         if self._writes_seen is not None and Variable.writes != self._writes_seen:
             self._variables_changed()
         self._calls_since_build += 1
-        results = self._executor.run([spec(x) for spec, x in zip(self.feeds, inputs)])
+        values = [spec(x) for spec, x in zip(self.feeds, inputs)]
+        if self._flatten_feeds:
+            values = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
+        results = self._executor.run(values)
         if self.printed:
             for node, value in zip(self.printed, results[self.n_outputs:]):
                 print(node.attrs["message"], value)
@@ -189,7 +250,7 @@ class NumpyExecutor:
     def __init__(self, fn, sess):
         self.fn = fn
         self.run_c = getattr(sess, "_sess", sess).run
-        self.names = [s.name for s in fn.feeds]
+        self.names = [f"in{i}" for i in range(len(fn.inputs))]
         base = len(fn.inputs)
         self.default_feeds = {f"in{base + i}": np.asarray(p.default, dtype=p.dtype)
                               for i, p in enumerate(fn.defaults)}
@@ -198,6 +259,11 @@ class NumpyExecutor:
         self.out_names = [f"out{i}" for i in range(fn.n_fetches + len(fn.updates))]
         self.targets = [v for v, _ in fn.updates]
         self.n_out = fn.n_fetches
+        if not self.default_feeds and not self.var_names and not self.targets:
+            self.run = self.run_inputs_only  # frozen or stateless: feeds are just the inputs
+
+    def run_inputs_only(self, values):
+        return self.run_c(self.out_names, dict(zip(self.names, values)), None)
 
     def run(self, values):
         feeds = dict(zip(self.names, values))
@@ -223,7 +289,7 @@ class ResidentExecutor:
         self.sess = sess
         self.device = fn.device.ort_device
         self.index = fn.device.index
-        self.names = [s.name for s in fn.feeds]
+        self.names = [f"in{i}" for i in range(len(fn.inputs))]
         base = len(fn.inputs)
         self.default_feeds = [(f"in{base + i}", np.asarray(p.default, dtype=p.dtype)) for i, p in enumerate(fn.defaults)]
         self.var_names = [f"var{i}" for i in range(len(fn.variables))]
@@ -236,7 +302,7 @@ class ResidentExecutor:
         value = v.value
         if isinstance(value, ort.OrtValue) and value.device_name().lower().startswith(self.device):
             return value
-        v._value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()), self.device, self.index)
+        v._value = ort.OrtValue.ortvalue_from_numpy(np.asarray(v.numpy(), order="C"), self.device, self.index)
         return v._value
 
     def spare(self, v):

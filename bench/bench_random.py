@@ -1,0 +1,136 @@
+"""Random-op benchmark (issue 4): kgraph's threefry dropout mask vs ONNX Runtime's own RandomUniform.
+
+    python bench/bench_random.py [--threads N] [--rounds R] [--shape 256x512] [--rate 0.5]
+
+Workload: dropout on a float32 tensor (default [256, 512]), one call = one fresh mask.
+
+* ``ort RandomUniform+Less+Mul`` — the target: a raw ONNX model drawing with ORT's native
+  (engine-specific, non-portable) RandomUniform, keep = Less(rate, u), mask = Where(keep,
+  scale, 0), Mul by x — the same mask-and-multiply tail kgraph lowers to;
+* ``kgraph K.dropout`` — ``K.function([x], [K.dropout(x, rate)])`` called as Keras calls it:
+  the full Python path, the counter variable fed in and written back every call;
+* ``kgraph K.dropout (session only)`` — the same lowered model run directly on its session;
+* ``kgraph K.random_uniform`` and ``ort RandomUniform`` — one uniform per element, for context.
+
+Both engines use the same intra-op thread count (KGRAPH_NUM_THREADS for kgraph) and are timed
+interleaved round by round; the table shows medians and the ratio to the target.  The first
+check: kgraph's drop rate and scale are what the rate asks for.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def calls_per_round(fn, target_seconds):
+    for _ in range(3):
+        fn()
+    n = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed > target_seconds / 4 or n >= 1 << 12:
+            return max(1, int(n * target_seconds / max(elapsed, 1e-9)))
+        n *= 2
+
+
+def measure(engines, rounds, target_seconds=0.05):
+    counts = {name: calls_per_round(fn, target_seconds) for name, fn in engines.items()}
+    samples = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, fn in engines.items():
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / counts[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def ort_models(shape, rate):
+    from onnx import TensorProto, helper, numpy_helper
+    value = helper.make_tensor_value_info
+
+    def model(nodes, inputs, outputs, inits):
+        g = helper.make_graph(nodes, "baseline", inputs, outputs, initializer=inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        m.ir_version = 8
+        return m
+
+    consts = [numpy_helper.from_array(np.array(rate, np.float32), "rate"),
+              numpy_helper.from_array(np.array(1 / (1 - rate), np.float32), "scale"),
+              numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    dropout = model(
+        [helper.make_node("RandomUniform", [], ["u"], shape=list(shape), dtype=TensorProto.FLOAT),
+         helper.make_node("Less", ["rate", "u"], ["keep"]),
+         helper.make_node("Where", ["keep", "scale", "zero"], ["mask"]),
+         helper.make_node("Mul", ["x", "mask"], ["y"])],
+        [value("x", TensorProto.FLOAT, list(shape))], [value("y", TensorProto.FLOAT, list(shape))], consts)
+    uniform = model([helper.make_node("RandomUniform", [], ["u"], shape=list(shape), dtype=TensorProto.FLOAT)],
+                    [], [value("u", TensorProto.FLOAT, list(shape))], [])
+    return dropout, uniform
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--shape", default="256x512")
+    parser.add_argument("--rate", type=float, default=0.5)
+    args = parser.parse_args()
+    shape = tuple(int(d) for d in args.shape.split("x"))
+    os.environ["KGRAPH_NUM_THREADS"] = str(args.threads)
+
+    import onnxruntime as ort
+
+    import kgraph.backend as K
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    dropout_model, uniform_model = ort_models(shape, args.rate)
+    ort_dropout = ort.InferenceSession(dropout_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ort_uniform = ort.InferenceSession(uniform_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) + 3  # no zeros of its own
+    xp = K.placeholder(shape, dtype="float32")
+    k_dropout = K.function([xp], [K.dropout(xp, args.rate, seed=1)])
+    k_uniform = K.function([], [K.random_uniform(shape, seed=1)])
+    session, counter = k_dropout.session, np.zeros((), np.uint32)
+    feeds = {"in0": x, "var0": counter}
+
+    masks = np.stack([k_dropout([x])[0] == 0 for _ in range(20)])
+    kept = k_dropout([x])[0]
+    kept_ratio = kept[kept != 0] / x[kept != 0]
+    print(f"kgraph K.dropout({args.shape}, {args.rate}): drop rate {masks.mean():.4f} over 20 calls, "
+          f"scale {kept_ratio.mean():.6f} (1 / (1 - rate) = {1 / (1 - args.rate):.6f}), "
+          f"fresh masks: {not np.array_equal(masks[0], masks[1])}")
+
+    engines = {
+        "ort RandomUniform+Less+Mul": lambda: ort_dropout.run(None, {"x": x}),
+        "kgraph K.dropout": lambda: k_dropout([x]),
+        "kgraph K.dropout (session only)": lambda: session.run(None, feeds),
+        "ort RandomUniform": lambda: ort_uniform.run(None, {}),
+        "kgraph K.random_uniform": lambda: k_uniform([]),
+    }
+    medians = measure(engines, args.rounds)
+    reference = medians["ort RandomUniform+Less+Mul"]
+    print(f"\nmedian time per call, shape {shape}, {args.threads} intra-op thread(s), {args.rounds} rounds")
+    print(f"{'engine':36s} {'median ms':>10s} {'vs ORT dropout':>15s}")
+    for name, seconds in medians.items():
+        print(f"{name:36s} {seconds * 1e3:10.3f} {seconds / reference:14.2f}x")
+    print(f"\nratio kgraph K.dropout / ORT RandomUniform+Less+Mul: {medians['kgraph K.dropout'] / reference:.2f} "
+          f"(target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

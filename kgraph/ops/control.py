@@ -1,0 +1,397 @@
+"""Loops: one ``loop`` primitive for K.rnn, map_fn, foldl and foldr, lowered to an ONNX ``Loop``.
+
+A loop node reads ``carried`` initial values, ``sequences`` (scanned along axis 0) and
+``captures`` (loop-invariant outer tensors: weights, constants, the learning phase).  Its body is
+a *closed* ``Subgraph``: its inputs are placeholders for the carried values, for one step of each
+sequence and for each capture, so the body is a pure function of its inputs.  The captures are
+inputs of the node itself, so autodiff and the graph walk see them like any operand.  Outputs:
+the final carried values, then each per-step output stacked along a new axis 0.  ``reverse``
+walks the steps from last to first; stacked outputs stay aligned with the sequence positions.
+
+Gradients.  When the loop is built, the body is differentiated once (``kgraph.autodiff`` over the
+traced step).  The forward values the backward step reads and that depend on the carried values
+(``residuals``) become extra per-step outputs of the forward loop; values computed from the step
+inputs and captures alone are recomputed by the backward step.  The vjp is a second loop in the
+opposite direction that carries the cotangents of the carried values and accumulates the
+captures' gradients, scanning the sequences, the residuals and the outputs' cotangents.
+Outputs that nothing reads (the residuals in an inference graph, a capture gradient nobody asked
+for) are left out of the ONNX ``Loop`` when it is lowered, with the work that only they needed.
+"""
+import numpy as np
+from onnx import helper
+
+from .. import dtypes
+from ..graph import Constant, Graph, Placeholder, Subgraph, Tensor
+from .elementwise import add, zeros_like_
+from .primitive import InferError, Primitive
+
+INT64_MIN = int(np.iinfo(np.int64).min)
+
+
+# -- tracing a step function into a closed body ----------------------------------------------
+def trace_start():
+    """A mark in tensor creation order: tensors a step function creates after it belong to the
+    body, older ones are outer values the body captures."""
+    return Tensor((), "bool", name="trace_mark").uid
+
+
+def _reads(node):
+    return tuple(node.inputs) + tuple(c for g in node.subgraphs for c in g.captures)
+
+
+def substitute(outputs, replacements):
+    """``outputs`` rebuilt with each ``old`` of the ``(old, new)`` pairs replaced by ``new``.  Nodes
+    between them are bound again (their shape rules rerun); nodes that read nothing replaced are
+    shared, not copied."""
+    new = {id(old): repl for old, repl in replacements}
+    graph = Graph(outputs, stop=[old for old, _ in replacements])
+    for node in graph.nodes:
+        if not any(id(t) in new for t in _reads(node)):
+            continue
+        subgraphs = tuple(_substitute_captures(g, new) for g in node.subgraphs)
+        res = node.primitive.bind([new.get(id(t), t) for t in node.inputs], dict(node.attrs), subgraphs)
+        for old, repl in zip(node.outputs, (res,) if isinstance(res, Tensor) else res):
+            new[id(old)] = repl
+    return [new.get(id(t), t) for t in outputs]
+
+
+def _substitute_captures(sub, new):
+    pairs = [(c, new[id(c)]) for c in sub.captures if id(c) in new]
+    if not pairs:
+        return sub
+    return Subgraph(sub.inputs, substitute(sub.outputs, pairs), [new.get(id(c), c) for c in sub.captures])
+
+
+def close_over(params, outputs, start):
+    """Split a traced step into outer values and body: returns ``(captures, capture_params,
+    outputs)`` where ``outputs`` no longer read the captures but their placeholders.  Captured:
+    every tensor the step reads that existed before ``start``, and every variable or placeholder
+    (also one made during the trace, such as a first use of the learning phase).  Constants stay
+    in the body."""
+    param_ids = {id(p) for p in params}
+    captures, seen, stack = [], set(), list(reversed(outputs))
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or id(t) in param_ids:
+            continue
+        seen.add(id(t))
+        if isinstance(t, Constant):
+            continue
+        if t.node is None or t.uid < start:
+            captures.append(t)
+            continue
+        stack.extend(reversed(_reads(t.node)))
+    capture_params = [Placeholder(c.shape, c.dtype, name=f"capture_{i}") for i, c in enumerate(captures)]
+    return captures, capture_params, substitute(outputs, list(zip(captures, capture_params)))
+
+
+def _reached(outputs, params):
+    """Ids of the ``params`` that ``outputs`` depend on."""
+    param_ids = {id(p) for p in params}
+    found, seen, stack = set(), set(), list(outputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if id(t) in param_ids:
+            found.add(id(t))
+        elif t.node is not None:
+            stack.extend(_reads(t.node))
+    return found
+
+
+def _depending(nodes, roots):
+    """Ids of the tensors of topologically ordered ``nodes`` that depend on ``roots``."""
+    ids = {id(r) for r in roots}
+    for node in nodes:
+        if any(id(t) in ids for t in _reads(node)):
+            ids.update(id(o) for o in node.outputs)
+    return ids
+
+
+# -- the primitive -----------------------------------------------------------------------------
+loop = Primitive("loop", num_outputs=None)
+
+
+def _compatible(a, b):
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+@loop.infer
+def _(*inputs, subgraphs, n_carried, n_sequences, n_scan, n_residuals=0, reverse=False, grad_loop=False):
+    body = subgraphs[0]
+    C, S = n_carried, n_sequences
+    if len(body.inputs) != len(inputs) or len(body.outputs) != C + n_scan:
+        raise InferError(f"loop: the body takes {len(body.inputs)} inputs and gives {len(body.outputs)} "
+                         f"outputs; the node has {len(inputs)} inputs and {C} + {n_scan} outputs")
+    if S < 1:
+        raise InferError("loop: needs at least one sequence (it sets the number of steps)")
+    for i in range(C):
+        init, param, new = inputs[i], body.inputs[i], body.outputs[i]
+        if not (init.dtype == param.dtype == new.dtype):
+            raise InferError(f"loop: carried value {i} has dtype {init.dtype} but the step returns {new.dtype}")
+        if not (_compatible(init.shape, param.shape) and _compatible(init.shape, new.shape)):
+            raise InferError(f"loop: carried value {i} has shape {init.shape} but the step returns shape "
+                             f"{new.shape}")
+    steps = None
+    for k in range(S):
+        seq, param = inputs[C + k], body.inputs[C + k]
+        if seq.ndim < 1 or seq.dtype != param.dtype or not _compatible(seq.shape[1:], param.shape):
+            raise InferError(f"loop: sequence {k} of shape {seq.shape} ({seq.dtype}) does not match its "
+                             f"step input of shape {param.shape} ({param.dtype})")
+        if seq.shape[0] is not None:
+            if steps is not None and steps != seq.shape[0]:
+                raise InferError(f"loop: sequences have different lengths {steps} and {seq.shape[0]}")
+            steps = seq.shape[0]
+    for k in range(C + S, len(inputs)):
+        if inputs[k].dtype != body.inputs[k].dtype or not _compatible(inputs[k].shape, body.inputs[k].shape):
+            raise InferError(f"loop: captured value {k - C - S} does not match its placeholder")
+    return ([(inputs[i].shape, inputs[i].dtype) for i in range(C)] +
+            [((steps,) + o.shape, o.dtype) for o in body.outputs[C:]])
+
+
+def _live_parts(body, n_carried, n_scan, used):
+    """The carried values and per-step outputs a lowering must keep for the ``used`` outputs: a
+    carried value is kept when it is used or when a kept output depends on it."""
+    params = body.inputs
+    keep_carried = {i for i in range(n_carried) if used[i]}
+    keep_scan = [j for j in range(n_scan) if used[n_carried + j]]
+    while True:
+        targets = ([body.outputs[i] for i in sorted(keep_carried)] +
+                   [body.outputs[n_carried + j] for j in keep_scan])
+        reached = _reached(targets, params)
+        more = {i for i in range(n_carried) if id(params[i]) in reached} - keep_carried
+        if not more:
+            return sorted(keep_carried), keep_scan, targets, reached
+        keep_carried |= more
+
+
+@loop.lower
+def _(ctx, node, *names):
+    from ..lower import lower_subgraph, value_info
+
+    a = node.attrs
+    C, S, n_scan, reverse = a["n_carried"], a["n_sequences"], a["n_scan"], a.get("reverse", False)
+    body = node.subgraphs[0]
+    params = body.inputs
+    needed = getattr(ctx, "needed", None)
+    used = [needed is None or id(t) in needed for t in node.outputs]
+    keep_carried, keep_scan, targets, reached = _live_parts(body, C, n_scan, used)
+    seqs, caps = names[C:C + S], names[C + S:]
+
+    steps = ctx.op("Squeeze", ctx.op("Shape", seqs[0], start=0, end=1), ctx.int64s([0]))
+    bctx = ctx.child()
+    iteration, cond_in = bctx.fresh("iteration"), bctx.fresh("cond_in")
+    index = iteration
+    if reverse:
+        last = ctx.op("Sub", steps, ctx.const(np.asarray(1, dtype=np.int64), hint="one"))
+        index = bctx.op("Sub", last, iteration)
+    for k in range(S):  # a step reads one element of each sequence it uses
+        if id(params[C + k]) in reached:
+            bctx.values[id(params[C + k])] = bctx.op("Gather", seqs[k], index, axis=0)
+    for p, outer in zip(params[C + S:], caps):
+        bctx.values[id(p)] = outer
+    carried_params = [params[i] for i in keep_carried]
+    others = [p for i, p in enumerate(params) if i not in keep_carried]
+    sub = Subgraph(carried_params, targets, captures=others)
+    graph = lower_subgraph(ctx, sub, [bctx.fresh(p.name) for p in carried_params], name="loop_body",
+                           prefix=[(iteration, (), "int64"), (cond_in, (), "bool")], ctx=bctx)
+    # Per-step outputs leave the body flattened to 1-D: ONNX runtimes disagree on how they join
+    # higher-rank ones (onnxruntime stacks them on a new axis, onnx.reference concatenates), but
+    # all stack 1-D values into (steps, n).  The per-step shape, when not known statically, is
+    # carried out of the loop to restore it.
+    n_keep = len(keep_carried)
+    carried_outs, scan_outs = list(graph.output)[:n_keep], list(graph.output)[n_keep:]
+    flat = ctx.int64s([-1])
+    shape_outs, flat_outs, shape_inits, restore = [], [], [], []
+    for j, out in zip(keep_scan, scan_outs):
+        step_shape = body.outputs[C + j].shape
+        flat_name = bctx.fresh(f"{out.name}_flat")
+        graph.node.append(helper.make_node("Reshape", [out.name, flat], [flat_name], name=bctx.fresh("Reshape")))
+        flat_outs.append(value_info(flat_name, (None,), body.outputs[C + j].dtype))
+        if None in step_shape:
+            shape_name = bctx.fresh(f"{out.name}_shape")
+            graph.node.append(helper.make_node("Shape", [out.name], [shape_name], name=bctx.fresh("Shape")))
+            shape_outs.append(value_info(shape_name, (len(step_shape),), "int64"))
+            graph.input.append(value_info(bctx.fresh(f"{out.name}_shape_in"), (len(step_shape),), "int64"))
+            shape_inits.append(ctx.int64s([0] * len(step_shape)))
+            restore.append(len(shape_inits) - 1)
+        else:
+            restore.append(ctx.int64s(step_shape))
+    cond_out = bctx.fresh("cond_out")
+    graph.node.append(helper.make_node("Identity", [cond_in], [cond_out], name=bctx.fresh("Identity")))
+    del graph.output[:]
+    graph.output.extend([value_info(cond_out, (), "bool")] + carried_outs + shape_outs + flat_outs)
+
+    hints = ["loop_carried"] * (n_keep + len(shape_inits)) + ["loop_scan"] * len(keep_scan)
+    always = ctx.const(np.asarray(True), hint="true")  # onnx.reference runs no step without a condition
+    results = ctx.op("Loop", steps, always, *[names[i] for i in keep_carried], *shape_inits, body=graph,
+                     outputs=hints)
+    out_names = [None] * len(node.outputs)
+    for i, name in zip(keep_carried, results):
+        out_names[i] = name
+    final_shapes = results[n_keep:n_keep + len(shape_inits)]
+    for j, name, shape in zip(keep_scan, results[n_keep + len(shape_inits):], restore):
+        if reverse:  # ONNX stacks in iteration order; put step t back at position t
+            name = ctx.op("Slice", name, ctx.int64s([-1]), ctx.int64s([INT64_MIN]), ctx.int64s([0]),
+                          ctx.int64s([-1]))
+        shape = final_shapes[shape] if isinstance(shape, int) else shape
+        full = ctx.op("Concat", ctx.op("Shape", name, start=0, end=1), shape, axis=0)
+        out_names[C + j] = ctx.op("Reshape", name, full)
+    # outputs nothing reads get a name no node produces
+    return [n if n is not None else ctx.fresh("unused_loop_output") for n in out_names]
+
+
+def _zeros(like):
+    if None not in like.shape:
+        return Constant(np.zeros(like.shape, dtype=like.dtype))
+    return zeros_like_(like)
+
+
+@loop.vjp
+def _(node, *gs):
+    a = node.attrs
+    C, S, n_scan, R = a["n_carried"], a["n_sequences"], a["n_scan"], a.get("n_residuals", 0)
+    if a.get("grad_loop", False):
+        raise NotImplementedError("gradients: second-order gradients through a loop (K.rnn, map_fn, "
+                                  "foldl, foldr) are not supported")
+    if len(node.subgraphs) < 2:
+        _backward_body(node.subgraphs[0], C, S, n_scan)  # raises the reason, e.g. a primitive without vjp
+        raise NotImplementedError("gradients: this loop was built without a gradient")
+    n_out = n_scan - R
+    if any(g is not None for g in gs[C + n_out:]):
+        raise NotImplementedError("gradients: differentiating a loop's saved values is not supported")
+    body = node.subgraphs[0]
+    params = body.inputs
+    carried, seqs, caps = node.inputs[:C], node.inputs[C:C + S], node.inputs[C + S:]
+    float_carried = [i for i in range(C) if dtypes.is_float(params[i].dtype)]
+    float_seqs = [k for k in range(S) if dtypes.is_float(params[C + k].dtype)]
+    float_caps = [k for k in range(len(caps)) if dtypes.is_float(caps[k].dtype)]
+    float_outs = [j for j in range(n_out) if dtypes.is_float(body.outputs[C + j].dtype)]
+
+    ct_carried = [gs[i] if gs[i] is not None else _zeros(carried[i]) for i in float_carried]
+    accumulators = [_zeros(caps[k]) for k in float_caps]
+    ct_outs = [gs[C + j] if gs[C + j] is not None else _zeros(node.outputs[C + j]) for j in float_outs]
+    residuals = list(node.outputs[C + n_out:C + n_scan])
+    back = loop.bind([*ct_carried, *accumulators, *seqs, *residuals, *ct_outs, *caps],
+                     dict(n_carried=len(float_carried) + len(float_caps), n_sequences=S + R + len(float_outs),
+                          n_scan=len(float_seqs), n_residuals=0, reverse=not a.get("reverse", False),
+                          grad_loop=True),
+                     (node.subgraphs[1],))
+    grads = [None] * len(node.inputs)
+    for pos, i in enumerate(float_carried):
+        grads[i] = back[pos]
+    for pos, k in enumerate(float_caps):
+        grads[C + S + k] = back[len(float_carried) + pos]
+    for pos, k in enumerate(float_seqs):
+        grads[C + k] = back[len(float_carried) + len(float_caps) + pos]
+    return grads
+
+
+def _backward_body(body, C, S, n_scan):
+    """The reverse step of a closed forward body, and the residuals it reads.
+
+    Returns ``(backward, residuals)``: ``residuals`` are forward-body tensors that depend on the
+    carried values (the forward loop must save them per step); ``backward`` is a closed
+    ``Subgraph`` with inputs (cotangents of the float carried values, accumulators of the float
+    captures' gradients | one step of each sequence, of each residual, of the cotangent of each
+    float per-step output | the captures) and outputs (new carried cotangents, updated
+    accumulators | the gradient of one step of each float sequence).  None when no gradient flows.
+    """
+    from ..autodiff import gradients
+
+    params = body.inputs
+    carried_p, slice_p, cap_p = params[:C], params[C:C + S], params[C + S:]
+    outs = body.outputs
+    fc = [i for i in range(C) if dtypes.is_float(carried_p[i].dtype)]
+    fs = [k for k in range(S) if dtypes.is_float(slice_p[k].dtype)]
+    fk = [k for k in range(len(cap_p)) if dtypes.is_float(cap_p[k].dtype)]
+    fo = [j for j in range(n_scan) if dtypes.is_float(outs[C + j].dtype)]
+    xs = [carried_p[i] for i in fc] + [slice_p[k] for k in fs] + [cap_p[k] for k in fk]
+    if not xs or not (fc or fo):
+        return None
+    ct_carried = [Placeholder(carried_p[i].shape, carried_p[i].dtype, name=f"ct_carried_{i}") for i in fc]
+    ct_outs = [Placeholder(outs[C + j].shape, outs[C + j].dtype, name=f"ct_step_output_{j}") for j in fo]
+    grads = gradients([outs[i] for i in fc] + [outs[C + j] for j in fo], xs, grad_ys=ct_carried + ct_outs)
+
+    forward = body.graph
+    forward_nodes = {id(n) for n in forward.nodes}
+    forward_tensors = {id(p) for p in params} | {id(o) for n in forward.nodes for o in n.outputs}
+    carried_dependent = _depending(forward.nodes, carried_p)
+    backward_graph = Graph(grads)
+    cotangent_dependent = _depending(backward_graph.nodes, ct_carried + ct_outs)
+    residuals, seen = [], set()
+    for n in backward_graph.nodes:
+        if id(n) in forward_nodes:
+            continue
+        for t in _reads(n):
+            if id(t) in forward_tensors and id(t) in carried_dependent and id(t) not in seen:
+                seen.add(id(t))
+                residuals.append(t)
+
+    accumulators = [Placeholder(cap_p[k].shape, cap_p[k].dtype, name=f"grad_capture_{k}") for k in fk]
+    new_slices = [Placeholder(p.shape, p.dtype, name=f"step_{k}") for k, p in enumerate(slice_p)]
+    saved = [Placeholder(r.shape, r.dtype, name=f"residual_{k}") for k, r in enumerate(residuals)]
+    new_caps = [Placeholder(p.shape, p.dtype, name=f"capture_{k}") for k, p in enumerate(cap_p)]
+    # a gradient that does not depend on the cotangents is zero (the vjp is linear in them)
+    stand_ins = ct_carried + [new_slices[k] for k in fs] + [new_caps[k] for k in fk]
+    flows = [id(g) in cotangent_dependent for g in grads]
+    grads = [g if f else zeros_like_(s) for g, f, s in zip(grads, flows, stand_ins)]
+    grads = substitute(grads, list(zip(residuals, saved)) + list(zip(slice_p, new_slices)) +
+                       list(zip(cap_p, new_caps)))
+    g_carried, g_seqs, g_caps = grads[:len(fc)], grads[len(fc):len(fc) + len(fs)], grads[len(fc) + len(fs):]
+    accumulated = [add(acc, g) if f else acc
+                   for acc, g, f in zip(accumulators, g_caps, flows[len(fc) + len(fs):])]
+    inputs = ct_carried + accumulators + new_slices + saved + ct_outs + new_caps
+    backward = Subgraph(inputs, g_carried + accumulated + g_seqs)
+    stray = backward.graph.placeholders + backward.graph.variables
+    if stray:
+        raise RuntimeError(f"loop: the backward step reads values outside it: {[t.name for t in stray]}")
+    return backward, residuals
+
+
+def build_loop(carried, sequences, params, outputs, *, n_scan, start, reverse=False):
+    """Bind a loop over a traced step.  ``params`` are the placeholders the step was traced with
+    (one per carried value, then one per sequence step); ``outputs`` the step's new carried values
+    then its ``n_scan`` per-step outputs; ``start`` the ``trace_start()`` taken before tracing.
+    Returns the final carried values followed by the stacked per-step outputs."""
+    C, S = len(carried), len(sequences)
+    captures, capture_params, outputs = close_over(params, outputs, start)
+    params = list(params) + capture_params
+    body = Subgraph(params, outputs)
+    subgraphs, n_residuals = (body,), 0
+    try:
+        built = _backward_body(body, C, S, n_scan)
+    except NotImplementedError:
+        built = None  # the loop still runs; its vjp reports why it has no gradient
+    if built is not None:
+        backward, residuals = built
+        subgraphs = (Subgraph(params, outputs + residuals), backward)
+        n_residuals = len(residuals)
+    results = loop.bind([*carried, *sequences, *captures],
+                        dict(n_carried=C, n_sequences=S, n_scan=n_scan + n_residuals, n_residuals=n_residuals,
+                             reverse=bool(reverse), grad_loop=False),
+                        subgraphs)
+    return list(results[:C + n_scan]), captures
+
+
+# -- zeros with the batch dimension of another tensor -----------------------------------------
+batch_zeros = Primitive("batch_zeros", differentiable=False)
+
+
+@batch_zeros.infer
+def _(like, trailing, dtype):
+    if like.ndim < 1:
+        raise InferError("batch_zeros: the reference tensor needs a batch axis")
+    return (like.shape[0],) + tuple(trailing), dtype
+
+
+@batch_zeros.lower
+def _(ctx, node, like):
+    a = node.attrs
+    shape = ctx.op("Shape", like, start=0, end=1)
+    if a["trailing"]:
+        shape = ctx.op("Concat", shape, ctx.int64s(a["trailing"]), axis=0)
+    value = helper.make_tensor("value", dtypes.to_onnx(a["dtype"]), [1], [0])
+    return ctx.op("ConstantOfShape", shape, value=value)
