@@ -85,18 +85,22 @@ def build_kgraph(weights, batch, data_format):
     x = K.placeholder(shape, name="images")
     labels = K.placeholder((batch, 10), name="labels")
 
-    def bias(t, b):
-        if data_format == "channels_last":
-            return t + b
-        return t + K.reshape(b, (1, -1, 1, 1))
+    # what Keras' Conv2D + Activation('relu') emit; plain ops where the nn group is not built yet
+    def bias(t, b, data_format=data_format):
+        if hasattr(K, "bias_add"):
+            return K.bias_add(t, b, data_format=data_format)
+        return t + (b if data_format == "channels_last" else K.reshape(b, (1, -1, 1, 1)))
 
-    h = K.maximum(bias(K.conv2d(x, v["w1"], data_format=data_format), v["b1"]), 0.0)
+    def relu(t):
+        return K.relu(t) if hasattr(K, "relu") else K.maximum(t, 0.0)
+
+    h = relu(bias(K.conv2d(x, v["w1"], data_format=data_format), v["b1"]))
     h = K.pool2d(h, (2, 2), strides=(2, 2), data_format=data_format)
-    h = K.maximum(bias(K.conv2d(h, v["w2"], data_format=data_format), v["b2"]), 0.0)
+    h = relu(bias(K.conv2d(h, v["w2"], data_format=data_format), v["b2"]))
     h = K.pool2d(h, (2, 2), strides=(2, 2), data_format=data_format)
     if data_format == "channels_first":  # dense weights are laid out (h, w, c), as Keras flattens
         h = K.permute_dimensions(h, (0, 2, 3, 1))
-    logits = K.dot(K.batch_flatten(h), v["wd"]) + v["bd"]
+    logits = bias(K.dot(K.batch_flatten(h), v["wd"]), v["bd"], data_format="channels_last")
 
     shifted = logits - K.stop_gradient(K.max(logits, axis=1, keepdims=True))
     log_probs = shifted - K.log(K.sum(K.exp(shifted), axis=1, keepdims=True))

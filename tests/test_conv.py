@@ -470,6 +470,9 @@ GRAD_CASES = {
     "transpose": (lambda x, w: K.conv2d_transpose(x, w, (2, 7, 8, 2), strides=(2, 2), padding="same"),
                   [(2, 4, 4, 3), (3, 3, 2, 3)]),
     "maxpool": (lambda x: K.pool2d(x, (3, 3), strides=(2, 2), padding="same"), [(2, 7, 6, 3)]),
+    "maxpool_tiled_same": (lambda x: K.pool2d(x, (2, 2), strides=(2, 2), padding="same"), [(2, 7, 5, 3)]),
+    "maxpool_tiled_valid": (lambda x: K.pool2d(x, (2, 2), strides=(2, 3), data_format="channels_first"),
+                            [(2, 3, 7, 8)]),
     "avgpool": (lambda x: K.pool2d(x, (3, 2), strides=(2, 2), padding="same", pool_mode="avg"), [(2, 7, 5, 3)]),
     "conv3d": (lambda x, w: K.conv3d(x, w, strides=(1, 2, 2), padding="same"), [(1, 3, 5, 4, 2), (2, 2, 3, 2, 2)]),
 }
@@ -497,7 +500,7 @@ def test_native_gradients_match_float64(r, case):
                           rtol=1e-4, atol=1e-4)
     for g, e in zip(got, want):
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3)
-    if case in ("maxpool", "avgpool", "conv2d_same_s2", "depthwise"):
+    if case in ("maxpool", "maxpool_tiled_same", "maxpool_tiled_valid", "avgpool", "conv2d_same_s2", "depthwise"):
         # the same gradients with spatial sizes known only at run time (pads computed in-graph)
         for dtype in ("float32", "float64"):
             grads, phs = _grads(build, arrays, dtype, spatial_known=False)
@@ -505,3 +508,23 @@ def test_native_gradients_match_float64(r, case):
                                   rtol=1e-4, atol=1e-4)
             for g, e in zip(got, want):
                 np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3)
+
+
+def test_float16(r):
+    """float16 runs natively, except the max-pool scatter, which ORT only has in float32."""
+    builds = [lambda x, w, d: K.conv2d(x, w, strides=(2, 2), padding="same"),
+              lambda x, w, d: K.depthwise_conv2d(x, d, padding="same"),
+              lambda x, w, d: K.pool2d(x, (2, 2), strides=(2, 2), padding="same"),
+              lambda x, w, d: K.pool2d(x, (3, 3), strides=(2, 1), padding="same"),
+              lambda x, w, d: K.pool2d(x, (3, 2), strides=(2, 2), padding="same", pool_mode="avg")]
+    arrays = [r.standard_normal((2, 7, 6, 3)), r.standard_normal((3, 3, 3, 4)), r.standard_normal((3, 3, 3, 2))]
+    for build in builds:
+        results = {}
+        for dtype in ("float16", "float32"):
+            phs = [K.placeholder(a.shape, dtype=dtype) for a in arrays]
+            y = build(*phs)
+            grads = K.gradients(K.sum(y * y), phs[:1])
+            results[dtype] = K.function(phs, [y] + grads)([a.astype(dtype) for a in arrays])
+        for half, single in zip(results["float16"], results["float32"]):
+            assert half.dtype == np.float16
+            np.testing.assert_allclose(half.astype(np.float32), single, rtol=2e-2, atol=5e-2)

@@ -11,7 +11,7 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 import kgraph.backend as K
-from kcheck import check, check_grad
+from kcheck import check, check_grad, evaluate
 from kgraph.lower import CUSTOM_DOMAIN
 
 EPS = 1e-7  # Keras' default epsilon
@@ -399,10 +399,31 @@ def _np_softmax(logits):
     return np.exp(_log_softmax(logits.astype(np.float64)))
 
 
-def test_second_derivative_of_ctc_is_a_clear_error():
+@pytest.mark.parametrize("labels,in_len", [([[0, 1], [1, 1]], [4, 3]), ([[1, 0], [0, 0]], [4, 4])])
+def test_ctc_second_derivative_finite_differences(labels, in_len):
+    # the gradient of a per-sample weighted loss, differentiated again with respect to the
+    # predictions and the weights (the Hessian-vector product function and the cotangent path)
+    rng = np.random.default_rng(len(labels))
+    y = _softmax_batch(rng, (2, 4, 3)) + 0.1
+    weights = rng.uniform(0.5, 1.5, size=(2, 1))
+    in_len = np.array(in_len)[:, None]
+
+    def build(yp, wp):
+        loss = K.ctc_batch_cost(K.constant(labels, dtype="int32"), yp, K.constant(in_len, dtype="int32"),
+                                K.constant([[2], [2]], dtype="int32"))
+        return K.gradients(K.sum(loss * wp), [yp])[0]
+
+    check_grad(build, [y, weights], eps=1e-6, rtol=1e-5, atol=1e-6)
+    # and the second-order function runs alike on onnx.reference
+    yp, wp = K.placeholder(y.shape, dtype="float64"), K.placeholder(weights.shape, dtype="float64")
+    hvp = K.gradients(K.sum(build(yp, wp) * K.constant(rng.standard_normal(y.shape), dtype="float64")), [yp, wp])
+    evaluate(hvp, {yp: y, wp: weights}, rtol=1e-9, atol=1e-9)
+
+
+def test_third_derivative_of_ctc_is_a_clear_error():
     yp = K.placeholder((1, 3, 3), dtype="float64")
     loss = K.sum(K.ctc_batch_cost(K.constant([[0]], dtype="int32"), yp, K.constant([[3]], dtype="int32"),
                                   K.constant([[1]], dtype="int32")))
-    grad = K.sum(K.gradients(loss, [yp])[0])
-    with pytest.raises(NotImplementedError, match="ctc_loss_grad"):
-        K.gradients(grad, [yp])
+    second = K.sum(K.gradients(K.sum(K.gradients(loss, [yp])[0] ** 2), [yp])[0] ** 2)
+    with pytest.raises(NotImplementedError, match="third-order derivatives of the CTC loss"):
+        K.gradients(second, [yp])

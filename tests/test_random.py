@@ -171,6 +171,19 @@ def test_truncated_normal_bounded_and_distributed(dtype):
     assert np.mean(np.abs(z) > 1.99) < 0.002
 
 
+def test_truncated_normal_pool_is_large_enough_and_a_short_pool_pads(monkeypatch):
+    for n in (1, 10, 1000, 10 ** 6):
+        pool = rnd.truncated_pool_size(n)
+        rejected_mean, rejected_std = pool * rnd.TRUNCATED_REJECTION, np.sqrt(pool * 0.0434)
+        assert pool - rejected_mean - 7.9 * rejected_std >= n
+    # force a pool far too small: the missing values are the mean, the drawn ones stay in range
+    monkeypatch.setattr(rnd, "TRUNCATED_MARGIN_SIGMAS", -60)
+    v = K.eval(K.truncated_normal((1000,), mean=5.0, seed=3))
+    short = 1000 - int(np.sum(v != 5.0))
+    assert 200 < short < 400 and np.all(np.abs(v - 5) < 2)
+    assert np.all(v[-short:] == 5.0)
+
+
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
 def test_random_binomial(p):
     b = K.eval(K.random_binomial((N,), p=p, seed=8))
@@ -284,3 +297,11 @@ def test_errors_name_the_function(call, error, words):
         call()
     for w in words:
         assert w in str(info.value)
+
+
+def test_opsets():
+    from kgraph.runtime import Function
+    t = K.random_normal((3,), seed=1)
+    np.testing.assert_array_equal(Function([], [t], opset=21)([])[0], K.function([], [K.random_normal((3,), seed=1)])([])[0])
+    with pytest.raises(NotImplementedError, match="opset 17"):
+        Function([], [K.dropout(K.ones((2,)), 0.5, seed=1)], opset=17)

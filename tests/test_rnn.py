@@ -220,6 +220,30 @@ def test_rnn_step_returning_a_state_unchanged_and_a_scalar_output_shape():
     check(outs, feeds, flat(*np_rnn(np_step, x, [h0, k0])))
 
 
+def test_rnn_without_states_and_with_an_integer_state():
+    x, h0 = rng_arrays((B, T, I), (B, H), seed=19)
+    xp = K.placeholder((None, None, I))
+    last, outputs, states = K.rnn(lambda x_t, s: (x_t * 2.0, []), xp, [])
+    assert states == []
+    check([last, outputs], {xp: x}, [x[:, -1] * 2, x * 2])
+
+    def k_step(x_t, states):  # an int32 step counter switches the update after two steps
+        h, count = states
+        h = K.switch(K.less(count, 2), h + K.sum(x_t, axis=1, keepdims=True), h * 0.5)
+        return h, [h, count + 1]
+    hp, cp = K.placeholder((None, H)), K.placeholder((None, 1), dtype="int32")
+    count = np.zeros((B, 1), "int32")
+    outs = flat(*K.rnn(k_step, xp, [hp, cp]))
+    h, expected = h0, []
+    for t in range(T):
+        h = h + x[:, t].sum(1, keepdims=True) if t < 2 else h * 0.5
+        expected.append(h)
+    check(outs, {xp: x, hp: h0, cp: count},
+          [h, np.stack(expected, 1), h, np.full((B, 1), T, "int32")])
+    check_grad(lambda x_, h_: rnn_summary(*K.rnn(k_step, x_, [h_, K.constant(count[:2], dtype="int32")])[:2], []),
+               [x[:2, :, :2].astype("float64"), h0[:2, :2].astype("float64")])
+
+
 def test_rnn_errors():
     xp, hp = K.placeholder((None, T, I)), K.placeholder((None, H))
     good = lambda x_t, s: (s[0], [s[0]])  # noqa: E731

@@ -33,6 +33,9 @@ def _float(x, where):
 
 
 def _number(value, where, name):
+    """A Python float from a number or a 0-d array (Keras layers pass K.cast_to_floatx values)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where}: {name} must be a number, got {value!r}")
     return float(value)

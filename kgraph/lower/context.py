@@ -97,6 +97,8 @@ class LoweringContext:
         if axes is None:
             return self.op(op_type, x, keepdims=keep)
         axes = [int(a) for a in axes]
+        if not axes:  # ONNX reads an empty axes list as "all axes"; here it means "none"
+            return self.op("Identity", x)
         if op_type == "ReduceSum" or self.opset >= 18:
             return self.op(op_type, x, self.int64s(axes), keepdims=keep)
         return self.op(op_type, x, axes=axes, keepdims=keep)

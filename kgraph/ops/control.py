@@ -10,12 +10,13 @@ walks the steps from last to first; stacked outputs stay aligned with the sequen
 
 Gradients.  When the loop is built, the body is differentiated once (``kgraph.autodiff`` over the
 traced step).  The forward values the backward step reads and that depend on the carried values
-(``residuals``) become extra per-step outputs of the forward loop; values computed from the step
-inputs and captures alone are recomputed by the backward step.  The vjp is a second loop in the
+(or on a random draw) — the ``residuals`` — become extra per-step outputs of the forward loop;
+values computed from the step inputs and captures alone are recomputed by the backward step.  The vjp is a second loop in the
 opposite direction that carries the cotangents of the carried values and accumulates the
 captures' gradients, scanning the sequences, the residuals and the outputs' cotangents.
 Outputs that nothing reads (the residuals in an inference graph, a capture gradient nobody asked
 for) are left out of the ONNX ``Loop`` when it is lowered, with the work that only they needed.
+Gradients of gradients through a loop are not supported.
 """
 import numpy as np
 from onnx import helper
@@ -26,6 +27,7 @@ from .elementwise import add, zeros_like_
 from .primitive import InferError, Primitive
 
 INT64_MIN = int(np.iinfo(np.int64).min)
+INLINE_CONSTANT_MAX = 16  # elements; as ``LoweringContext.const`` decides between node and initializer
 
 
 # -- tracing a step function into a closed body ----------------------------------------------
@@ -66,8 +68,8 @@ def close_over(params, outputs, start):
     """Split a traced step into outer values and body: returns ``(captures, capture_params,
     outputs)`` where ``outputs`` no longer read the captures but their placeholders.  Captured:
     every tensor the step reads that existed before ``start``, and every variable or placeholder
-    (also one made during the trace, such as a first use of the learning phase).  Constants stay
-    in the body."""
+    (also one made during the trace, such as a first use of the learning phase).  Small constants
+    stay in the body; larger ones are captured too."""
     param_ids = {id(p) for p in params}
     captures, seen, stack = [], set(), list(reversed(outputs))
     while stack:
@@ -76,6 +78,8 @@ def close_over(params, outputs, start):
             continue
         seen.add(id(t))
         if isinstance(t, Constant):
+            if t.value.size > INLINE_CONSTANT_MAX:  # an initializer of the outer graph, shared by both bodies
+                captures.append(t)
             continue
         if t.node is None or t.uid < start:
             captures.append(t)
@@ -101,11 +105,18 @@ def _reached(outputs, params):
     return found
 
 
-def _depending(nodes, roots):
-    """Ids of the tensors of topologically ordered ``nodes`` that depend on ``roots``."""
+def _has_effects(node):
+    from ..lower.simplify import has_effects
+    return has_effects(node.primitive)
+
+
+def _depending(nodes, roots, effects=False):
+    """Ids of the tensors of topologically ordered ``nodes`` that depend on ``roots`` (with
+    ``effects``, also on a random or otherwise effectful node: a value that must not be computed
+    twice)."""
     ids = {id(r) for r in roots}
     for node in nodes:
-        if any(id(t) in ids for t in _reads(node)):
+        if any(id(t) in ids for t in _reads(node)) or (effects and _has_effects(node)):
             ids.update(id(o) for o in node.outputs)
     return ids
 
@@ -243,12 +254,6 @@ def _(ctx, node, *names):
     return [n if n is not None else ctx.fresh("unused_loop_output") for n in out_names]
 
 
-def _zeros(like):
-    if None not in like.shape:
-        return Constant(np.zeros(like.shape, dtype=like.dtype))
-    return zeros_like_(like)
-
-
 @loop.vjp
 def _(node, *gs):
     a = node.attrs
@@ -270,9 +275,10 @@ def _(node, *gs):
     float_caps = [k for k in range(len(caps)) if dtypes.is_float(caps[k].dtype)]
     float_outs = [j for j in range(n_out) if dtypes.is_float(body.outputs[C + j].dtype)]
 
-    ct_carried = [gs[i] if gs[i] is not None else _zeros(carried[i]) for i in float_carried]
-    accumulators = [_zeros(caps[k]) for k in float_caps]
-    ct_outs = [gs[C + j] if gs[C + j] is not None else _zeros(node.outputs[C + j]) for j in float_outs]
+    # zeros sized at run time: a static-shape constant of a stacked sequence would bloat the file
+    ct_carried = [gs[i] if gs[i] is not None else zeros_like_(carried[i]) for i in float_carried]
+    accumulators = [zeros_like_(caps[k]) for k in float_caps]
+    ct_outs = [gs[C + j] if gs[C + j] is not None else zeros_like_(node.outputs[C + j]) for j in float_outs]
     residuals = list(node.outputs[C + n_out:C + n_scan])
     back = loop.bind([*ct_carried, *accumulators, *seqs, *residuals, *ct_outs, *caps],
                      dict(n_carried=len(float_carried) + len(float_caps), n_sequences=S + R + len(float_outs),
@@ -318,7 +324,8 @@ def _backward_body(body, C, S, n_scan):
     forward = body.graph
     forward_nodes = {id(n) for n in forward.nodes}
     forward_tensors = {id(p) for p in params} | {id(o) for n in forward.nodes for o in n.outputs}
-    carried_dependent = _depending(forward.nodes, carried_p)
+    # values that differ from step to step are saved; the rest is recomputed by the backward step
+    carried_dependent = _depending(forward.nodes, carried_p, effects=True)
     backward_graph = Graph(grads)
     cotangent_dependent = _depending(backward_graph.nodes, ct_carried + ct_outs)
     residuals, seen = [], set()
@@ -363,8 +370,8 @@ def build_loop(carried, sequences, params, outputs, *, n_scan, start, reverse=Fa
     subgraphs, n_residuals = (body,), 0
     try:
         built = _backward_body(body, C, S, n_scan)
-    except NotImplementedError:
-        built = None  # the loop still runs; its vjp reports why it has no gradient
+    except Exception:  # noqa: BLE001  (a step without a gradient still runs; the vjp raises why)
+        built = None
     if built is not None:
         backward, residuals = built
         subgraphs = (Subgraph(params, outputs + residuals), backward)

@@ -218,7 +218,7 @@ def _pool_primitive(name, shape_of_input):
 
     @prim.infer
     def _(*inputs, kernel_shape, strides, pads):
-        *rest, x = inputs
+        x = inputs[-1]
         if shape_of_input:
             pooled(x, kernel_shape=kernel_shape, strides=strides, pads=pads)
             return x.shape, inputs[0].dtype
@@ -306,23 +306,17 @@ def _windows(ctx, xp, kernel, strides, dilations):
     return out
 
 
-def _stack_windows(ctx, wins, group, cg):
-    """(K, N, group, C/group, flat spatial)."""
-    stacked = ctx.op("Concat", *[ctx.op("Unsqueeze", s, ctx.int64s([0])) for s in wins], axis=0)
-    return ctx.op("Reshape", stacked, ctx.int64s([len(wins), 0, group, cg, -1]))
-
-
 def _conv_by_windows(ctx, x, w, wshape, out_spatial, strides, dilations, begin, end, group):
     """Conv as window slices + Einsum: runs in every dtype (ORT has no float64 Conv)."""
     o, cg, kernel = wshape[0], wshape[1], tuple(wshape[2:])
     wins = _windows(ctx, _pad(ctx, x, begin, end), kernel, strides, dilations)
-    patches = _stack_windows(ctx, wins, group, cg)
-    kern = ctx.op("Reshape", w, ctx.int64s([group, o // group, cg, int(np.prod(kernel))]))
+    stacked = ctx.op("Concat", *[ctx.op("Unsqueeze", s, ctx.int64s([0])) for s in wins], axis=0)
+    patches = ctx.op("Reshape", stacked, ctx.int64s([len(wins), 0, group, cg, -1]))  # (K, N, group, Cg, G)
+    kern = ctx.op("Reshape", w, ctx.int64s([group, o // group, cg, len(wins)]))
     y = ctx.op("Einsum", patches, kern, equation="kngcf,gock->ngof")
-    if None in out_spatial:
-        out_spatial = _spatial_of(ctx, wins[0], (None,) * (len(kernel) + 2))
-    return ctx.op("Reshape", y, _concat_dims(ctx, (0, o), tuple(out_spatial) if isinstance(out_spatial, tuple)
-                                             else out_spatial))
+    spatial = tuple(out_spatial) if None not in out_spatial else \
+        _spatial_of(ctx, wins[0], (None,) * (len(kernel) + 2))
+    return ctx.op("Reshape", y, _concat_dims(ctx, (0, o), spatial))
 
 
 def _emit_conv(ctx, x, w, dtype, wshape, out_spatial, strides, dilations, begin, end, group):
@@ -483,9 +477,13 @@ def _(ctx, node, g, x):
         x = _pad(ctx, x, begin, end, ctx.const(np.array(-np.inf, dtype=xt.dtype)))
         begin = end = (0,) * nd
     size = _spatial_of(ctx, x, xt.shape if crop is None else (None,) * xt.ndim)
-    if all(s >= k for s, k in zip(strides, kernel)):
-        # windows do not overlap: every argmax is hit once, and MaxUnpool scatters g there (much
-        # faster than a ScatterElements).  Its output size is the span the windows cover, so cut
+    # ORT scatters (MaxUnpool, ScatterElements with add) no float16: scatter in float32
+    work = "float32" if xt.dtype == "float16" else xt.dtype
+    if work != xt.dtype:
+        g = ctx.cast(g, work)
+    if all(s >= k for s, k in zip(strides, kernel)) and work == "float32":
+        # windows do not overlap: every argmax is hit once, and MaxUnpool (float32 only in ORT)
+        # scatters g there, ~7x faster than ScatterElements.  Its output size is the span the windows cover, so cut
         # the input to that span first (the flat indices must index the same layout) and pad
         # the uncovered tail with zeros after.
         grid = _spatial_of(ctx, g, gt.shape)
@@ -500,11 +498,13 @@ def _(ctx, node, g, x):
     else:
         _, idx = ctx.op("MaxPool", x, outputs=2, kernel_shape=list(kernel), strides=list(strides),
                         pads=list(begin + end))
-        zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype=xt.dtype)),
+        zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype=work)),
                        ctx.op("Reshape", ctx.op("Size", x), ctx.int64s([1])))
         flat = ctx.op("ScatterElements", zeros, ctx.op("Reshape", idx, ctx.int64s([-1])),
                       ctx.op("Reshape", g, ctx.int64s([-1])), axis=0, reduction="add")
         dx = ctx.op("Reshape", flat, ctx.op("Shape", x))
+    if work != xt.dtype:
+        dx = ctx.cast(dx, xt.dtype)
     if crop is None:
         return dx
     return ctx.op("Slice", dx, _vec(ctx, crop[0]), _vec(ctx, crop[1]), spatial_axes)

@@ -20,10 +20,15 @@ from onnx import helper
 
 from .. import dtypes
 from ..lower.context import CUSTOM_DOMAIN, LoweringContext
+from ..graph import Constant
+from .elementwise import mul
 from .primitive import InferError, Primitive
+from .reduce import reduce_sum
+from .shape import expand_like
 
 LOSS_FUNCTION = "CTCLoss"
 GRAD_FUNCTION = "CTCLossGrad"
+GRAD_VJP_FUNCTION = "CTCLossGradVjp"
 
 
 def check_ctc_inputs(logits, labels, input_length, label_length, where="ctc_loss"):
@@ -68,8 +73,7 @@ def _(node, g):
     return [ctc_loss_grad(g, *node.inputs), None, None, None]
 
 
-# The gradient is itself a custom-domain op; a second derivative through it has no rule, and
-# asking for one is a clear error rather than a silent zero.
+# The gradient is itself a custom-domain op, and so is its own vjp (below).
 ctc_loss_grad = Primitive("ctc_loss_grad")  # (g, logits, labels, lengths...) → d(Σ g·loss)/d logits
 
 
@@ -85,6 +89,40 @@ def _(g, logits, labels, input_length, label_length):
 def _(ctx, node, g, logits, labels, input_length, label_length):
     ctx.add_function(ctc_loss_grad_function(ctx.opset))
     return ctx.op(GRAD_FUNCTION, g, logits, labels, input_length, label_length, domain=CUSTOM_DOMAIN)
+
+
+@ctc_loss_grad.vjp
+def _(node, v):
+    g, logits, labels, input_length, label_length = node.inputs
+    unit = ctc_loss_grad(expand_like(Constant(np.ones((), g.dtype)), g), logits, labels, input_length, label_length)
+    g_g = reduce_sum(mul(v, unit), axes=(1, 2))
+    return [g_g, ctc_loss_grad_vjp(v, g, logits, labels, input_length, label_length), None, None, None]
+
+
+# The exact Hessian-vector product; one more derivative would need a third-order semiring, and
+# asking for it is an error rather than a silent zero.
+ctc_loss_grad_vjp = Primitive("ctc_loss_grad_vjp")  # (v, g, logits, ...) → d(Σ v·ctc_loss_grad)/d logits
+
+
+@ctc_loss_grad_vjp.infer
+def _(v, g, logits, labels, input_length, label_length):
+    shape, dtype = ctc_loss_grad.infer_rule(g, logits, labels, input_length, label_length)
+    if v.dtype != dtype or v.ndim != 3:
+        raise InferError(f"ctc_loss_grad_vjp: cotangent must be (batch, time, classes) {dtype}, got {v.shape} "
+                         f"{v.dtype}")
+    return shape, dtype
+
+
+@ctc_loss_grad_vjp.lower
+def _(ctx, node, v, g, logits, labels, input_length, label_length):
+    ctx.add_function(ctc_loss_grad_vjp_function(ctx.opset))
+    return ctx.op(GRAD_VJP_FUNCTION, v, g, logits, labels, input_length, label_length, domain=CUSTOM_DOMAIN)
+
+
+@ctc_loss_grad_vjp.vjp
+def _(node, *_):
+    raise NotImplementedError("gradients: third-order derivatives of the CTC loss are not supported "
+                              "(ctc_loss_grad_vjp has no differentiable form)")
 
 
 label_mask = Primitive("ctc_label_mask", differentiable=False)  # (B,) lengths, (B, L) → l < length[b]
@@ -163,17 +201,23 @@ class _Lattice:
         is_label = f.op("Equal", f.op("Mod", self.positions, scalar(2)), scalar(1))
         self.skip = f.op("And", is_label, f.op("Not", f.op("Equal", ext, before)))
         # (B, T, S) log-probabilities of each lattice state's label, time-major for the loops
-        picked = f.op("Concat", self.batch, f.op("Unsqueeze", self.time, i64([0])),
-                      f.op("Unsqueeze", states, i64([0])), axis=0)
-        lp_ext = take_along_last_axis(f, self.logp, f.op("Expand", f.op("Unsqueeze", ext, i64([1])), picked), 2)
-        self.lp_time_major = f.op("Transpose", lp_ext, perm=[1, 0, 2])
+        lattice_shape = f.op("Concat", self.batch, f.op("Unsqueeze", self.time, i64([0])),
+                             f.op("Unsqueeze", states, i64([0])), axis=0)
+        self.state_labels = f.op("Expand", f.op("Unsqueeze", ext, i64([1])), lattice_shape)  # (B, T, S)
+        self.lp_time_major = f.op("Transpose", self.at_states(self.logp), perm=[1, 0, 2])
         self.neg_inf_1 = f.op("Expand", self.neg_inf, batch_one)
         self.neg_inf_2 = f.op("Expand", self.neg_inf, batch_two)
+        self.zero_1 = f.op("Expand", self.zero, batch_one)
+        self.zero_2 = f.op("Expand", self.zero, batch_two)
         # the last blank and the last label: the two states a complete path ends in
         two = i64([2])
         self.end_blank = f.op("Mul", self.label_length, two)
         self.end_label = f.op("Sub", self.end_blank, i64([1]))
         self.has_label = f.op("Greater", self.label_length, i64([0]))
+
+    def at_states(self, per_class):
+        """(B, T, C) per class → (B, T, S) per lattice state."""
+        return take_along_last_axis(self.f, per_class, self.state_labels, 2)
 
     def end_states(self):
         """(B, S) with 0 at the final states and -inf elsewhere."""
@@ -192,49 +236,82 @@ class _Lattice:
         return f.op("Where", f.op("Unsqueeze", first, f.int64s([0])), self.zero,
                     f.op("Expand", self.neg_inf, f.op("Shape", self.ext)))
 
-    def forward_loop(self, keep_all):
-        """Run alpha over time; return the final alphas and, if asked, all of them (T, B, S)."""
+    def forward_loop(self, keep_all, values=None):
+        """Run alpha over time: the final alphas and, with ``keep_all``, all of them (T, B, S).
+
+        With ``values`` (T, B, S: a number per frame and state), also carry
+        C_t(s) = E[Σ_{u<=t} values_u(π_u) | the path is in state s at t], the forward half of
+        the expectation semiring the second derivative needs; then return (alphas, Cs) too."""
         f = self.f
         body = f.child()
         t, cond, alpha = f.fresh("t"), f.fresh("cond"), f.fresh("alpha")
+        carried = [alpha]
         lp_t = body.op("Gather", self.lp_time_major, t, axis=0)
-        prev1 = body.op("Concat", self.neg_inf_1, _drop_last(body, alpha, 1), axis=1)
-        prev2 = body.op("Concat", self.neg_inf_2, _drop_last(body, alpha, 2), axis=1)
-        prev2 = body.op("Where", self.skip, prev2, self.neg_inf)
-        new = body.op("Add", log_sum_exp(body, [alpha, prev1, prev2], self.neg_inf, self.zero), lp_t)
+        logs = [alpha, body.op("Concat", self.neg_inf_1, _drop_last(body, alpha, 1), axis=1),
+                body.op("Where", self.skip, body.op("Concat", self.neg_inf_2, _drop_last(body, alpha, 2), axis=1),
+                        self.neg_inf)]
         active = body.op("Unsqueeze", body.op("Less", t, self.input_length), body.int64s([1]))
-        out = body.op("Where", active, new, alpha)
-        outputs = [out] + ([_flat(body, out)] if keep_all else [])
-        graph = _loop_body(body, "ctc_alpha_step", t, cond, [alpha], outputs)
-        results = f.op("Loop", self.time, _true(f), self.start_states(), body=graph, outputs=len(outputs))
-        if not keep_all:
-            return results, None
-        return results[0], _unflat(f, results[1], self.ext)
+        if values is None:
+            new = [log_sum_exp(body, logs, self.neg_inf, self.zero)]
+        else:
+            expect = f.fresh("expect")
+            carried.append(expect)
+            shifted = [expect, body.op("Concat", self.zero_1, _drop_last(body, expect, 1), axis=1),
+                       body.op("Concat", self.zero_2, _drop_last(body, expect, 2), axis=1)]
+            lse, mean = weighted_mean(body, logs, shifted, self.neg_inf, self.zero)
+            new = [lse, body.op("Add", mean, body.op("Gather", values, t, axis=0))]
+        new[0] = body.op("Add", new[0], lp_t)
+        outs = [body.op("Where", active, n, c) for n, c in zip(new, carried)]
+        scans = [_flat(body, o) for o in outs] if keep_all else []
+        graph = _loop_body(body, "ctc_alpha_step", t, cond, carried, outs + scans)
+        start = [self.start_states()] + ([f.op("Expand", self.zero, f.op("Shape", self.ext))] if values else [])
+        results = f.op("Loop", self.time, _true(f), *start, body=graph, outputs=len(outs) + len(scans))
+        results = [results] if isinstance(results, str) else results
+        stacked = [_unflat(f, r, self.ext) for r in results[len(outs):]]
+        if values is None:
+            return results[0], (stacked[0] if keep_all else None)
+        return results[0], stacked[0], stacked[1]
 
-    def backward_loop(self):
+    def backward_loop(self, values=None):
         """All betas, time-major (T, B, S); beta_t(s) is the log-probability of the frames after t
-        given state s at t (lp_t excluded), so alpha_t + beta_t - log p is a log-occupancy."""
+        given state s at t (lp_t excluded), so alpha_t + beta_t - log p is a log-occupancy.
+
+        With ``values``, also all B_t(s) = E[Σ_{u>t} values_u(π_u) | state s at t]."""
         f = self.f
         ends = self.end_states()
         body = f.child()
         i, cond, beta = f.fresh("i"), f.fresh("cond"), f.fresh("beta")
+        carried = [beta]
         one = body.scalar(1, np.int64)
         last = body.op("Sub", self.time, one)
         t = body.op("Sub", last, i)
-        lp_next = body.op("Gather", self.lp_time_major, body.op("Min", body.op("Add", t, one), last), axis=0)
-        x = body.op("Add", beta, lp_next)
-        next1 = body.op("Concat", _drop_first(body, x, 1), self.neg_inf_1, axis=1)
-        next2 = body.op("Concat", _drop_first(body, x, 2), self.neg_inf_2, axis=1)
+        following = body.op("Min", body.op("Add", t, one), last)
+        x = body.op("Add", beta, body.op("Gather", self.lp_time_major, following, axis=0))
         no_skip = body.op("Expand", body.const(np.zeros((1, 1), bool)),
                           body.op("Concat", self.batch, body.int64s([2]), axis=0))
         skip_next = body.op("Concat", _drop_first(body, self.skip, 2), no_skip, axis=1)
-        next2 = body.op("Where", skip_next, next2, self.neg_inf)
-        new = log_sum_exp(body, [x, next1, next2], self.neg_inf, self.zero)
-        ended = body.op("GreaterOrEqual", t, body.op("Sub", self.input_length, one))
-        out = body.op("Where", body.op("Unsqueeze", ended, body.int64s([1])), ends, new)
-        graph = _loop_body(body, "ctc_beta_step", i, cond, [beta], [out, _flat(body, out)])
-        _, reversed_betas = f.op("Loop", self.time, _true(f), ends, body=graph, outputs=2)
-        return f.op("Slice", _unflat(f, reversed_betas, self.ext), f.int64s([-1]), f.int64s([-2 ** 62]), f.int64s([0]), f.int64s([-1]))
+        logs = [x, body.op("Concat", _drop_first(body, x, 1), self.neg_inf_1, axis=1),
+                body.op("Where", skip_next, body.op("Concat", _drop_first(body, x, 2), self.neg_inf_2, axis=1),
+                        self.neg_inf)]
+        ended = body.op("Unsqueeze", body.op("GreaterOrEqual", t, body.op("Sub", self.input_length, one)),
+                        body.int64s([1]))
+        if values is None:
+            outs = [body.op("Where", ended, ends, log_sum_exp(body, logs, self.neg_inf, self.zero))]
+        else:
+            expect = f.fresh("expect")
+            carried.append(expect)
+            d = body.op("Add", expect, body.op("Gather", values, following, axis=0))
+            shifted = [d, body.op("Concat", _drop_first(body, d, 1), self.zero_1, axis=1),
+                       body.op("Concat", _drop_first(body, d, 2), self.zero_2, axis=1)]
+            lse, mean = weighted_mean(body, logs, shifted, self.neg_inf, self.zero)
+            outs = [body.op("Where", ended, ends, lse), body.op("Where", ended, self.zero, mean)]
+        graph = _loop_body(body, "ctc_beta_step", i, cond, carried, outs + [_flat(body, o) for o in outs])
+        start = [ends] + ([f.op("Expand", self.zero, f.op("Shape", self.ext))] if values else [])
+        results = f.op("Loop", self.time, _true(f), *start, body=graph, outputs=2 * len(outs))
+        reverse = lambda r: f.op("Slice", _unflat(f, r, self.ext), f.int64s([-1]), f.int64s([-2 ** 62]),  # noqa
+                                 f.int64s([0]), f.int64s([-1]))
+        stacked = [reverse(r) for r in results[len(outs):]]
+        return stacked[0] if values is None else stacked
 
     def log_likelihood(self, alpha):
         """(B,) log p(labels | logits) from the final alphas."""
@@ -244,6 +321,19 @@ class _Lattice:
         safe = f.op("Where", f.op("Equal", top, self.neg_inf), self.zero, top)
         total = f.reduce("ReduceSum", f.op("Exp", f.op("Sub", ends, safe)), [1], keepdims=True)
         return f.op("Squeeze", f.op("Add", f.op("Log", total), safe), f.int64s([1]))
+
+
+def weighted_mean(f, logs, values, neg_inf, zero):
+    """(log Σ exp(logs), Σ softmax(logs)·values) elementwise over the lists; a mean over
+    all -inf weights is 0."""
+    m = f.op("Max", *logs)
+    safe = f.op("Where", f.op("Equal", m, neg_inf), zero, m)
+    weights = [f.op("Exp", f.op("Sub", x, safe)) for x in logs]
+    total = f.op("Sum", *weights)
+    one = f.op("CastLike", f.const(np.float32(1)), zero)
+    mean = f.op("Div", f.op("Sum", *[f.op("Mul", w, v) for w, v in zip(weights, values)]),
+                f.op("Where", f.op("Equal", total, zero), one, total))
+    return f.op("Add", safe, f.op("Log", total)), mean
 
 
 def _true(f):
@@ -311,30 +401,72 @@ def ctc_loss_function(opset):
                      "log-softmax of the logits, blank = last class)")
 
 
-def ctc_loss_grad_function(opset):
-    """d(Σ_b g_b · loss_b)/d logits = g · (softmax - occupancy) on frames before input_length."""
-    inputs = ["g"] + _LOSS_INPUTS
-    f = _function_context(opset, inputs + ["grad"])
-    lat = _Lattice(f, *_LOSS_INPUTS)
-    alpha, alphas = lat.forward_loop(keep_all=True)
-    log_p = lat.log_likelihood(alpha)
-    betas = lat.backward_loop()
-    log_occ = f.op("Sub", f.op("Add", alphas, betas), f.op("Unsqueeze", log_p, f.int64s([0, 2])))  # (T, B, S)
+def _occupancy(f, lat, alphas, betas, log_p):
+    """(T, B, S) state occupancies P(state s at t | labels), 0 on frames past input_length and
+    for entries with no valid path; also the (T, B) mask of counted frames."""
+    log_occ = f.op("Sub", f.op("Add", alphas, betas), f.op("Unsqueeze", log_p, f.int64s([0, 2])))
     frames = f.op("Range", f.scalar(0, np.int64), lat.time, f.scalar(1, np.int64))
     in_seq = f.op("Less", f.op("Unsqueeze", frames, f.int64s([1])),
                   f.op("Unsqueeze", lat.input_length, f.int64s([0])))  # (T, B)
     # no valid path (log p = -inf): TensorFlow's gradient is the softmax alone
     possible = f.op("Unsqueeze", f.op("Greater", log_p, lat.neg_inf), f.int64s([0]))
     counted = f.op("Unsqueeze", f.op("And", in_seq, possible), f.int64s([2]))
-    occ = f.op("Transpose", f.op("Where", counted, f.op("Exp", log_occ), lat.zero), perm=[1, 0, 2])  # (B, T, S)
+    return f.op("Where", counted, f.op("Exp", log_occ), lat.zero), in_seq
+
+
+def _per_class(f, lat, per_state):
+    """(T, B, S) per lattice state → (B, T, C) per class: several states may share a class."""
     classes = f.op("Range", f.scalar(0, np.int64), f.op("Squeeze", lat.classes, f.int64s([0])),
                    f.scalar(1, np.int64))
     one_hot = f.op("CastLike", f.op("Equal", f.op("Unsqueeze", lat.ext, f.int64s([2])), classes), "logits")
-    occ_classes = f.op("MatMul", occ, one_hot)  # (B, T, C): several states may share a class
-    frame_mask = f.op("CastLike", f.op("Unsqueeze", f.op("Transpose", in_seq, perm=[1, 0]), f.int64s([2])),
-                      "logits")
-    grad = f.op("Sub", f.op("Mul", f.op("Exp", lat.logp), frame_mask), occ_classes)
+    return f.op("MatMul", f.op("Transpose", per_state, perm=[1, 0, 2]), one_hot)
+
+
+def _frame_mask(f, in_seq):
+    return f.op("CastLike", f.op("Unsqueeze", f.op("Transpose", in_seq, perm=[1, 0]), f.int64s([2])), "logits")
+
+
+def ctc_loss_grad_function(opset):
+    """d(Σ_b g_b · loss_b)/d logits = g · (softmax - occupancy) on frames before input_length."""
+    inputs = ["g"] + _LOSS_INPUTS
+    f = _function_context(opset, inputs + ["grad"])
+    lat = _Lattice(f, *_LOSS_INPUTS)
+    alpha, alphas = lat.forward_loop(keep_all=True)
+    occ, in_seq = _occupancy(f, lat, alphas, lat.backward_loop(), lat.log_likelihood(alpha))
+    grad = f.op("Sub", f.op("Mul", f.op("Exp", lat.logp), _frame_mask(f, in_seq)), _per_class(f, lat, occ))
     f.nodes.append(helper.make_node("Mul", [grad, f.op("Unsqueeze", "g", f.int64s([1, 2]))], ["grad"],
                                     name=f.fresh("Mul")))
     return _function(GRAD_FUNCTION, f, inputs, ["grad"],
                      "gradient of CTCLoss with respect to its logits, weighted by g (alpha-beta)")
+
+
+def ctc_loss_grad_vjp_function(opset):
+    """d(Σ v · CTCLossGrad(g, logits, ...))/d logits, the Hessian-vector product of the loss.
+
+    Σ_tc v·grad = g·(Σ_tc v·softmax - E[F]) with F = Σ_t v_t(π_t) over the alignments π of
+    the labels.  The softmax term differentiates in closed form; d E[F]/d logits_t(c) is the
+    covariance of F with [π_t = c], computed from the expectation semiring: the forward and
+    backward conditional expectations C and B of F's parts before and after each frame, so
+    E[F · [π_t = c]] = Σ_{s: label c} occupancy_t(s) · (C_t(s) + B_t(s))."""
+    inputs = ["v", "g"] + _LOSS_INPUTS
+    f = _function_context(opset, inputs + ["grad"])
+    lat = _Lattice(f, *_LOSS_INPUTS)
+    v_states = f.op("Transpose", lat.at_states("v"), perm=[1, 0, 2])  # (T, B, S)
+    alpha, alphas, before = lat.forward_loop(keep_all=True, values=v_states)
+    betas, after = lat.backward_loop(values=v_states)
+    occ, in_seq = _occupancy(f, lat, alphas, betas, lat.log_likelihood(alpha))
+    weighted = f.op("Mul", occ, f.op("Add", before, after))  # occupancy · E[F | state at t]
+    frames = f.op("Max", f.op("CastLike", lat.input_length, "logits"),
+                  f.op("CastLike", f.const(np.float32(1)), "logits"))
+    # every counted frame's Σ_s occupancy · E[F | s] is E[F]: average them
+    expected = f.op("Div", f.reduce("ReduceSum", weighted, [0, 2], keepdims=False), frames)  # (B,)
+    covariance = f.op("Sub", _per_class(f, lat, weighted),
+                      f.op("Mul", f.op("Unsqueeze", expected, f.int64s([1, 2])), _per_class(f, lat, occ)))
+    softmax = f.op("Exp", lat.logp)
+    centered = f.op("Sub", "v", f.reduce("ReduceSum", f.op("Mul", "v", softmax), [2], keepdims=True))
+    softmax_term = f.op("Mul", f.op("Mul", softmax, centered), _frame_mask(f, in_seq))
+    grad = f.op("Sub", softmax_term, covariance)
+    f.nodes.append(helper.make_node("Mul", [grad, f.op("Unsqueeze", "g", f.int64s([1, 2]))], ["grad"],
+                                    name=f.fresh("Mul")))
+    return _function(GRAD_VJP_FUNCTION, f, inputs, ["grad"],
+                     "vector-Jacobian product of CTCLossGrad with respect to its logits")

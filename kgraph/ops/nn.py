@@ -97,7 +97,11 @@ def _(ctx, node, x):
 
 @log_softmax.lower
 def _(ctx, node, x):
-    return ctx.op("LogSoftmax", x, axis=node.attrs["axis"])
+    # x - max - log(sum(exp(x - max))) written out: onnx.reference evaluates LogSoftmax as
+    # log(softmax(x)), which is -inf for saturated logits; this form is finite on every engine
+    axes = [node.attrs["axis"]]
+    shifted = ctx.op("Sub", x, ctx.reduce("ReduceMax", x, axes, keepdims=True))
+    return ctx.op("Sub", shifted, ctx.op("Log", ctx.reduce("ReduceSum", ctx.op("Exp", shifted), axes, keepdims=True)))
 
 
 @softmax.vjp

@@ -20,6 +20,7 @@ BitShift and the Bitwise* kernels run ~0.4-0.6 ns/element.  So a rotation is wri
 common bits, so + is |), and the dropout mask takes four 16-bit decisions from each 64-bit lane.
 """
 import numpy as np
+from onnx import numpy_helper
 
 from ..graph import Constant, Variable
 from .elementwise import add
@@ -31,10 +32,6 @@ MASK32 = 0xFFFFFFFF
 
 # one stream per kind of draw, so one seed feeds unrelated streams to, e.g., a uniform and a normal
 STREAMS = {"uniform": 1, "normal": 2, "truncated_normal": 3, "dropout": 4, "integers": 5}
-
-# a truncated normal takes the first of this many normal candidates that lies within 2 std
-TRUNCATED_CANDIDATES = 6
-
 
 # -- the generator on numpy (trace-time key derivation) ------------------------------------------
 def threefry2x32_numpy(key, x0, x1):
@@ -80,6 +77,8 @@ def _rotl(ctx, x, r):
 def emit_threefry(ctx, key, x0, x1, x1_scalar=False):
     """threefry2x32(key, (x0, x1)) on uint32 ONNX values; ``x1_scalar``: x1 is a scalar, so the
     first key injection folds into one scalar add."""
+    if ctx.opset < 18:
+        ctx.unsupported("threefry needs BitwiseXor, which ONNX has from opset 18")
     k0, k1 = key[0] & MASK32, key[1] & MASK32
     ks = (k0, k1, k0 ^ k1 ^ KEY_PARITY)
     x1 = ctx.op("Add", x1, _u32(ctx, ks[1]))
@@ -322,26 +321,45 @@ def _lower_normal(ctx, node, counter, target):
     return (z if dtype == _compute_dtype(dtype) else ctx.cast(z, dtype)), _times(m, 2)
 
 
+# rejection rate of |z| < 2 for a standard normal, and how many candidates a truncated normal of
+# n values draws: n / (1 - p) plus 8 standard deviations of the rejection count, plus 16
+TRUNCATED_REJECTION = 0.04550026389635842
+TRUNCATED_MARGIN_SIGMAS = 8
+
+
+def truncated_pool_size(n):
+    """Candidates drawn for n truncated normals (see ``_lower_truncated_normal``)."""
+    p = TRUNCATED_REJECTION
+    return int(np.ceil(n / (1 - p) + TRUNCATED_MARGIN_SIGMAS * np.sqrt(n * p / (1 - p) ** 2) + 16))
+
+
 def _lower_truncated_normal(ctx, node, counter, target):
-    """TF's truncated normal redraws values beyond 2 std.  Each element gets six independent
-    normal candidates (three Box-Muller pairs, from lanes i, i + n, i + 2n) and takes the first
-    with |z| < 2: exactly the conditional distribution, unless all six fall outside, which
-    happens with probability 0.0455**6 ~ 9e-9 per element; such an element takes 0 (the mean) —
-    about one element in a hundred million, far below what any statistic can detect."""
+    """TF's truncated normal redraws values beyond 2 std, drawing in sequence.  So does this:
+    one pool of normal candidates (2 per Box-Muller lane), the ones with |z| < 2 kept in order
+    (Compress), the first n of them taken — exactly the conditional distribution.  The pool
+    holds n / (1 - p) candidates plus 8 standard deviations of the rejection count, so it falls
+    short of n accepted values with probability below 1e-14 (for n = 1: 0.0455**19); a short
+    pool is padded with 0, the mean."""
     dtype, work = node.attrs["dtype"], _compute_dtype(node.attrs["dtype"])
-    pairs = TRUNCATED_CANDIDATES // 2
-    lanes, m = target.lanes(1, copies=pairs)
+    n = target.n
+    zero = numpy_helper.from_array(np.zeros((1,), dtype=work))
+    if isinstance(n, int):
+        lane_count = ctx.scalar(-(-truncated_pool_size(n) // 2), np.int64)
+        pad = ctx.op("ConstantOfShape", ctx.int64s([n]), value=zero)
+    else:
+        nf = ctx.cast(n, "float64")
+        p = TRUNCATED_REJECTION
+        pool = ctx.op("Add", ctx.op("Mul", nf, ctx.scalar(1 / (1 - p), np.float64)),
+                      ctx.op("Mul", ctx.op("Sqrt", nf), ctx.scalar(TRUNCATED_MARGIN_SIGMAS * np.sqrt(p) / (1 - p), np.float64)))
+        pool = ctx.op("Add", pool, ctx.scalar(16, np.float64))
+        lane_count = ctx.cast(ctx.op("Ceil", ctx.op("Mul", pool, ctx.scalar(0.5, np.float64))), "int64")
+        pad = ctx.op("ConstantOfShape", ctx.op("Unsqueeze", n, ctx.int64s([0])), value=zero)
+    lanes = ctx.cast(ctx.op("Range", ctx.scalar(0, np.int64), lane_count, ctx.scalar(1, np.int64)), "uint32")
     y0, y1 = emit_threefry(ctx, node.attrs["key"], lanes, counter, x1_scalar=True)
-    rows = ctx.int64s([pairs, -1])
-    z0, z1 = (ctx.op("Reshape", z, rows) for z in _box_muller(ctx, y0, y1, work))
-    candidates = [ctx.op("Slice", z, ctx.int64s([j]), ctx.int64s([j + 1]), ctx.int64s([0]))
-                  for j in range(pairs) for z in (z0, z1)]
-    out = ctx.scalar(0, work)
-    two = ctx.scalar(2, work)
-    for z in reversed(candidates):
-        out = ctx.op("Where", ctx.op("Less", ctx.op("Abs", z), two), z, out)
-    out = ctx.op("Reshape", out, ctx.int64s([-1]))
-    return (out if dtype == work else ctx.cast(out, dtype)), target.n
+    z = ctx.op("Concat", *_box_muller(ctx, y0, y1, work), axis=0)
+    inside = ctx.op("Less", ctx.op("Abs", z), ctx.scalar(2, work))
+    accepted = ctx.op("Concat", ctx.op("Compress", z, inside, axis=0), pad, axis=0)
+    return (accepted if dtype == work else ctx.cast(accepted, dtype)), None
 
 
 def _lower_dropout_mask(ctx, node, counter, target):

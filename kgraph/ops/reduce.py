@@ -1,6 +1,8 @@
 """Reductions over static axes (normalized, non-negative, sorted by the backend), and scans."""
 import numpy as np
+from onnx import TensorProto, helper
 
+from .. import dtypes
 from .elementwise import cast, div, equal, mul
 from .primitive import InferError, Primitive
 from .shape import expand_like
@@ -163,38 +165,36 @@ def _(ctx, node, x):
     # shift s each y[i] is the product of x[i-2s+1 .. i].  Exact for integers, n log n work.
     t = node.inputs[0]
     axis, n = node.attrs["axis"], t.shape[node.attrs["axis"]]
-    if n is not None:  # known length: the steps unrolled
-        y, shift = x, 1
-        while shift < n:
-            y = _times_shifted(ctx, y, axis, t, ctx.int64s([shift]), ctx.int64s([n]))
-            shift *= 2
-        return ctx.op("Identity", x) if y == x else y
-    return _cumprod_loop(ctx, x, t)
+    if n is None:
+        return _cumprod_loop(ctx, x, t, axis)
+    y, shift = ctx.op("Identity", x), 1
+    while shift < n:  # known length: the steps unrolled
+        y = _times_shifted(ctx, y, t, axis, ctx.int64s(_shift_pads(t.ndim, axis, shift)), ctx.int64s([n]))
+        shift *= 2
+    return y
 
 
-def _times_shifted(ctx, y, axis, t, shift, length):
-    """``y * (y shifted by shift along axis)``, ones shifted in; ``t`` (the IR input) gives rank
-    and dtype; shift and length are [1] int64 values."""
-    rank = t.ndim
-    pieces = [ctx.int64s([0] * axis)] if axis else []
-    pieces += [shift, ctx.int64s([0] * (2 * rank - axis - 1))]
-    pads = ctx.op("Concat", *pieces, axis=0)
+def _shift_pads(rank, axis, shift):
+    return [shift if i == axis else 0 for i in range(2 * rank)]
+
+
+def _times_shifted(ctx, y, t, axis, pads, length):
+    """``y * (y shifted along axis by the leading pad, ones shifted in)``; ``t`` (the IR input)
+    gives the dtype, ``length`` ([1] int64) the length of the axis."""
     shifted = ctx.op("Pad", y, pads, ctx.scalar(1, t.dtype))
     shifted = ctx.op("Slice", shifted, ctx.int64s([0]), length, ctx.int64s([axis]))
     return ctx.op("Mul", y, shifted)
 
 
-def _cumprod_loop(ctx, x, t):
+def _cumprod_loop(ctx, x, t, axis):
     """Unknown length: the same steps in an ONNX Loop that runs while the shift is below it."""
-    from onnx import TensorProto, helper
-
-    from .. import dtypes
-    axis = ctx.current.attrs["axis"]
     body = ctx.child()
     body.current = ctx.current  # names body nodes after the primitive
     step, cond_in, y_in, shift_in = (body.fresh(h) for h in ("step", "cond", "y", "shift"))
     length = body.op("Slice", body.op("Shape", y_in), body.int64s([axis]), body.int64s([axis + 1]))
-    y_out = _times_shifted(body, y_in, axis, t, shift_in, length)
+    # the pads vector with the run-time shift at the axis's leading position
+    pads = body.op("Mul", body.int64s(_shift_pads(t.ndim, axis, 1)), shift_in)
+    y_out = _times_shifted(body, y_in, t, axis, pads, length)
     shift_out = body.op("Add", shift_in, shift_in)
     cond_out = body.op("Squeeze", body.op("Less", shift_out, length))
     elem = dtypes.to_onnx(t.dtype)
