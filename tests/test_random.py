@@ -199,6 +199,51 @@ def test_binomial_is_the_uniform_stream_thresholded():
     np.testing.assert_array_equal(b, (u < 0.4).astype(np.float32))
 
 
+# -- dropout decisions, re-derived in numpy from the generator ------------------------------------
+def threefry_lanes(key, count, counter=0):
+    out = np.array([threefry_ref(key, i, counter) for i in range(count)], dtype=np.uint64)
+    return np.concatenate([out[:, 0], out[:, 1]])  # the words: all y0, then all y1
+
+
+def expected_keep(seed, n, rate, pool_size):
+    """The mask K.dropout documents: a uniform 16-bit v per element, kept iff v >= round(rate *
+    2**16) = t, read from the fewest bits that give that probability: b-bit chunks (byte j of a
+    word is chunk j) when t has 16 - b low zero bits; else one byte per element, and each element
+    whose byte equals t's high byte takes the next byte after the first n (up to ``pool_size``)
+    and compares it with t's low byte."""
+    t = min(int(round(rate * 65536)), 65535)
+    key = [int(v) for v in threefry_ref((seed & 0xFFFFFFFF, seed >> 32), 4, 0)]  # stream 4: dropout
+    for b in (1, 2, 4, 8):
+        if t % (1 << (16 - b)) == 0:
+            per_lane = 64 // b
+            words = threefry_lanes(key, -(-n // per_lane))
+            chunks = np.concatenate([(words >> (b * j)) & ((1 << b) - 1) for j in range(32 // b)])
+            return chunks[:n] >= (t >> (16 - b))
+    pool = pool_size(n)
+    words = threefry_lanes(key, -(-(n + pool) // 8))
+    chunks = np.concatenate([(words >> (8 * j)) & 0xFF for j in range(4)])
+    main, extra = chunks[:n], chunks[n:n + pool]
+    keep = main > (t >> 8)
+    tied = np.flatnonzero(main == (t >> 8))[:pool]
+    keep[tied] = extra[:len(tied)] >= (t & 0xFF)
+    return keep
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 0.125, 0.5 + 1 / 512, 0.3, 0.2, 0.0625 + 1 / 65536])
+def test_dropout_decisions_are_the_documented_16_bit_comparison(rate):
+    n, seed = 3000, 77
+    y = K.eval(K.dropout(K.ones((n,)), rate, seed=seed))
+    keep = expected_keep(seed, n, rate, rnd.refinement_pool_size)
+    np.testing.assert_array_equal(y != 0, keep)
+    np.testing.assert_allclose(y[keep], 1 / (1 - rate), rtol=1e-7)
+
+
+def test_dropout_tie_pool_shortfall_drops_the_extra_ties(monkeypatch):
+    monkeypatch.setattr(rnd, "refinement_pool_size", lambda n: 3)
+    y = K.eval(K.dropout(K.ones((4000,)), 0.3, seed=5))
+    np.testing.assert_array_equal(y != 0, expected_keep(5, 4000, 0.3, lambda n: 3))
+
+
 # -- seeds and state ------------------------------------------------------------------------------
 @pytest.mark.parametrize("op", [K.random_uniform, K.random_normal, K.truncated_normal])
 def test_same_seed_same_values_in_separately_built_functions(op):

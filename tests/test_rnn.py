@@ -92,6 +92,7 @@ def test_rnn_plain_matches_numpy_loop():
     k_step = tanh_cell(K.constant(w), K.constant(u))[0]
     outs, feeds = run_rnn(k_step, x, [h0])
     assert outs[1].shape == (None, None, H) and outs[0].shape == (None, H)
+    assert not getattr(outs[0], "_uses_learning_phase", False)
     check(outs, feeds, flat(*np_rnn(tanh_cell(w, u)[1], x, [h0])))
 
 
@@ -218,6 +219,22 @@ def test_rnn_step_returning_a_state_unchanged_and_a_scalar_output_shape():
         return h.sum(-1, keepdims=True), [h, k]
     outs, feeds = run_rnn(k_step, x, [h0, k0])
     check(outs, feeds, flat(*np_rnn(np_step, x, [h0, k0])))
+
+
+def test_rnn_masked_with_feature_dims_known_only_at_run_time():
+    x, h0 = rng_arrays((B, T, I), (B, I), seed=20)
+    mask = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=bool)
+    xp, hp, mp = K.placeholder(ndim=3), K.placeholder(ndim=2), K.placeholder(ndim=2, dtype="bool")
+
+    def step(x_t, states):  # the output's shape is (None, None): its zeros come from a first step
+        h = states[0] * 0.5 + x_t
+        return h * h, [h]
+
+    def np_step(x_t, states):
+        h = states[0] * 0.5 + x_t
+        return h * h, [h]
+    check(flat(*K.rnn(step, xp, [hp], mask=mp)), {xp: x, hp: h0, mp: mask},
+          flat(*np_rnn(np_step, x, [h0], mask=mask)))
 
 
 def test_rnn_without_states_and_with_an_integer_state():
@@ -471,11 +488,14 @@ def test_switch_gradient():
     check_grad(lambda a, b: K.switch(cond, a * a, ew.sin(b)), rng_arrays((3, 2), (3, 2), dtype="float64"))
 
 
-def test_evaluate_learning_phase_dependency_of_unrolled_rnn():
+def test_learning_phase_dependency_marks_the_last_output():
     xp, hp = K.placeholder((None, 2, I)), K.placeholder((None, H))
     step = lambda x_t, s: (K.in_train_phase(s[0] * 2.0, s[0]), [s[0]])  # noqa: E731
     last, _, _ = K.rnn(step, xp, [hp], unroll=True)
     assert getattr(last, "_uses_learning_phase", False)
+    # reached through the inputs (a dropout before the recurrent layer), as Keras' TF backend checks
+    dropped = K.in_train_phase(xp * 0.5, xp)
+    assert getattr(K.rnn(lambda x_t, s: (x_t, s), dropped, [hp])[0], "_uses_learning_phase", False)
     got = evaluate(last, {xp: np.zeros((1, 2, I), "float32"), hp: np.ones((1, H), "float32"),
                           K.learning_phase(): np.asarray(True)})
     np.testing.assert_array_equal(got, 2 * np.ones((1, H)))

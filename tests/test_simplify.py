@@ -3,6 +3,7 @@ import functools
 from collections import Counter
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
@@ -190,6 +191,29 @@ def test_simplified_and_plain_lowerings_agree(steps):
                    functools.partial(lower_model_module.lower_nodes, simplify=False))
         plain = run_model(f.to_onnx(), [xv])[0]
     np.testing.assert_allclose(simplified, plain, rtol=1e-6)
+
+
+def _body_op_counts(model):
+    counts = Counter()
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                counts.update(n.op_type for n in attr.g.node)
+    return counts
+
+
+def test_loop_bodies_are_simplified_too():
+    x = K.placeholder((3, 4))
+    c = K.constant(np.linspace(0, 1, 4))
+    w = K.variable(np.full(4, 0.5))
+    # inside the body: exp(c·2) folds, and the duplicate r·exp(c·2) is computed once
+    out = K.map_fn(lambda r: r * K.exp(c * 2.0) + r * K.exp(c * 2.0) * w, x)
+    f = K.function([x], [out])
+    body = _body_op_counts(f.to_onnx())
+    assert body["Exp"] == 0 and body["Mul"] == 2, body
+    xv = np.arange(12, dtype="float32").reshape(3, 4)
+    expected = xv * np.exp(np.linspace(0, 1, 4) * 2) * 1.5
+    np.testing.assert_allclose(f([xv])[0], expected, rtol=1e-5)
 
 
 # -- the training step ------------------------------------------------------------------------

@@ -180,3 +180,17 @@ def test_densify_gather_and_reorder_gradients():
     lengths = K.constant([2, 0, 3], dtype="int32")
     check_grad(lambda labels: K.to_dense(K.ctc_label_dense_to_sparse(labels, lengths)),
                [rng.standard_normal((3, 3))])
+
+
+def test_variable_of_a_scipy_matrix_is_sparse_as_in_keras():
+    # Keras' own backend tests: K.dot / K.concatenate of K.variable(scipy matrices)
+    a = sp.csr_matrix((np.array([0, 7, 2, 3], np.float32), (np.array([0, 2, 2, 3]), np.array([4, 3, 2, 3]))),
+                      shape=(4, 5))
+    b = _random_sparse((4, 2), 0.5, 14)
+    w = np.random.default_rng(15).random((5, 4)).astype(np.float32)
+    va, vb = K.variable(a), K.variable(b)
+    assert K.is_sparse(va) and K.int_shape(va) == (4, 5)
+    joined = K.concatenate([va, vb])
+    assert K.is_sparse(joined)
+    np.testing.assert_allclose(K.eval(K.dot(va, K.variable(w))), a.toarray() @ w, rtol=1e-6)
+    np.testing.assert_array_equal(K.eval(joined), np.hstack([a.toarray(), b.toarray()]))

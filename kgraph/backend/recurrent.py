@@ -53,20 +53,18 @@ def _swap01(x):
     return sh.transpose(x, perm=(1, 0) + tuple(range(2, x.ndim)))
 
 
-def _compatible(a, b):
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
-
-
 def _check_same(new, old, where, what):
-    if new.dtype != old.dtype or not _compatible(new.shape, old.shape):
+    if new.dtype != old.dtype or not control.compatible_shapes(new.shape, old.shape):
         raise ValueError(f"{where}: {what} must keep shape {old.shape} and dtype {old.dtype} from step "
                          f"to step; the function returned shape {new.shape}, dtype {new.dtype}")
 
 
-def _uses_learning_phase(tensors):
+def _uses_learning_phase(tensor):
+    """Whether the learning phase placeholder reaches ``tensor`` (Keras' TF backend marks rnn's
+    last output so)."""
     from .config import _state
     phase = _state.learning_phase
-    return any(t is phase or getattr(t, "_uses_learning_phase", False) for t in tensors)
+    return phase is not None and any(p is phase for p in Graph([tensor]).placeholders)
 
 
 # -- rnn --------------------------------------------------------------------------------------
@@ -124,19 +122,19 @@ def rnn(step_function, inputs, initial_states, go_backwards=False, mask=None, co
         mask = to_tensor(mask, where="K.rnn mask")
         if mask.dtype != "bool":
             mask = ew.cast(mask, dtype="bool")
-        if mask.ndim < 2 or not _compatible(mask.shape[:2], inputs.shape[:2]):
+        if mask.ndim < 2 or not control.compatible_shapes(mask.shape[:2], inputs.shape[:2]):
             raise ValueError(f"K.rnn: mask must have shape (samples, time) = {inputs.shape[:2]}, "
                              f"got {mask.shape}")
     if unroll:
         if time_steps is None:
             raise ValueError("K.rnn: unrolling requires a fixed number of timesteps (inputs of shape "
                              f"{inputs.shape})")
-        last_output, outputs, new_states, phase = _rnn_unrolled(step_function, inputs, states, constants,
-                                                                mask, go_backwards)
+        last_output, outputs, new_states = _rnn_unrolled(step_function, inputs, states, constants, mask,
+                                                         go_backwards)
     else:
-        last_output, outputs, new_states, phase = _rnn_loop(step_function, inputs, states, constants,
-                                                            mask, go_backwards)
-    if phase:
+        last_output, outputs, new_states = _rnn_loop(step_function, inputs, states, constants, mask,
+                                                     go_backwards)
+    if _uses_learning_phase(last_output):
         last_output._uses_learning_phase = True
     return last_output, outputs, new_states
 
@@ -155,8 +153,7 @@ def _rnn_unrolled(step_function, inputs, states, constants, mask, go_backwards):
         states = new_states
         outputs.append(output)
     stacked = sh.concat(*[sh.unsqueeze(o, axes=(1,)) for o in outputs], axis=1)
-    phase = _uses_learning_phase(Graph([outputs[-1]] + states).placeholders)
-    return outputs[-1], stacked, list(states), phase
+    return outputs[-1], stacked, list(states)
 
 
 def _rnn_loop(step_function, inputs, states, constants, mask, go_backwards):
@@ -180,12 +177,12 @@ def _rnn_loop(step_function, inputs, states, constants, mask, go_backwards):
         output = _masked(m_t, output, previous)
         new_states = [_masked(m_t, n, s) for n, s in zip(new_states, state_params)]
         new_states.append(output)
-    results, captures = control.build_loop(carried, sequences, carried_params + step_params,
-                                           new_states + [output], n_scan=1, start=start)
+    results, _ = control.build_loop(carried, sequences, carried_params + step_params, new_states + [output],
+                                    n_scan=1, start=start)
     finals, stacked = results[:-1], results[-1]
     # with a mask the loop carries the last (masked) output; without, it is the last step's
     last_output = finals[-1] if mask is not None else _step(stacked, -1)
-    return last_output, _swap01(stacked), finals[:len(states)], _uses_learning_phase(captures)
+    return last_output, _swap01(stacked), finals[:len(states)]
 
 
 def _zero_output(output, x_t, state_params, inputs, sequence, states):

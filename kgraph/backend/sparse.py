@@ -60,6 +60,17 @@ def sparse_placeholder(shape, dtype, name=None):
     return _mark(p, indices, values, dense_shape)
 
 
+def sparse_constant(matrix, dtype):
+    """A sparse tensor holding a ``scipy.sparse`` value (what ``K.variable`` makes of one)."""
+    coo = matrix.tocoo(copy=True)
+    coo.sum_duplicates()
+    coords = getattr(coo, "coords", None)
+    coords = (coo.row, coo.col) if coords is None else coords
+    indices = np.stack([np.asarray(c, dtype=np.int64) for c in coords], axis=1)
+    return make_sparse(Constant(indices), Constant(coo.data.astype(dtype)),
+                       Constant(np.asarray(coo.shape, dtype=np.int64)), coo.shape)
+
+
 def is_sparse(tensor):
     return bool(getattr(tensor, "sparse", False)) and getattr(tensor, "sparse_parts", None) is not None
 

@@ -45,8 +45,9 @@ def is_placeholder(x):
 def variable(value, dtype=None, name=None, constraint=None):
     if isinstance(value, Tensor):
         value = eval(value)
-    if hasattr(value, "toarray") and hasattr(value, "nnz"):  # scipy.sparse: kept dense
-        value = value.toarray()
+    if hasattr(value, "tocoo") and hasattr(value, "nnz"):  # scipy.sparse: a sparse tensor, as Keras' TF backend
+        from .sparse import sparse_constant
+        return sparse_constant(value, _dtype(dtype, "K.variable"))
     dtype = _dtype(dtype, "K.variable")
     v = Variable(np.array(value, dtype=dtype), dtype, name=scoped_name(name) if name else None, constraint=constraint)
     return _keras_attrs(v)

@@ -26,13 +26,17 @@ class Names:
 
     def __init__(self):
         self.used = set()
+        self.next_suffix = {}  # per hint, so naming n values with one hint stays linear
 
     def fresh(self, hint):
         hint = "".join(c if c.isalnum() or c in "_./:" else "_" for c in str(hint)) or "v"
-        name, i = hint, 0
+        name, i = hint, self.next_suffix.get(hint, 0)
+        if i:
+            name = f"{hint}_{i}"
         while name in self.used:
             i += 1
             name = f"{hint}_{i}"
+        self.next_suffix[hint] = i + 1
         self.used.add(name)
         return name
 

@@ -74,9 +74,6 @@ class Plan:
         self.needed = set()  # ids of the tensors that emitted nodes and the outputs read
         self.frontier = []   # the folded tensors that are needed
 
-    def count(self, action):
-        return sum(1 for a in self.action.values() if a == action)
-
 
 def simplify(graph, opset, fold=True):
     """The plan for lowering ``graph`` (a ``kgraph.graph.Graph``) at ``opset``."""

@@ -11,9 +11,10 @@ walks the steps from last to first; stacked outputs stay aligned with the sequen
 Gradients.  When the loop is built, the body is differentiated once (``kgraph.autodiff`` over the
 traced step).  The forward values the backward step reads and that depend on the carried values
 (or on a random draw) — the ``residuals`` — become extra per-step outputs of the forward loop;
-values computed from the step inputs and captures alone are recomputed by the backward step.  The vjp is a second loop in the
-opposite direction that carries the cotangents of the carried values and accumulates the
-captures' gradients, scanning the sequences, the residuals and the outputs' cotangents.
+values computed from the step inputs and captures alone are recomputed by the backward step.
+The vjp is a second loop in the opposite direction that carries the cotangents of the carried
+values and accumulates the captures' gradients, scanning the sequences, the residuals and the
+outputs' cotangents.
 Outputs that nothing reads (the residuals in an inference graph, a capture gradient nobody asked
 for) are left out of the ONNX ``Loop`` when it is lowered, with the work that only they needed.
 Gradients of gradients through a loop are not supported.
@@ -125,7 +126,8 @@ def _depending(nodes, roots, effects=False):
 loop = Primitive("loop", num_outputs=None)
 
 
-def _compatible(a, b):
+def compatible_shapes(a, b):
+    """Equal ranks and equal dims wherever both are known."""
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
@@ -142,13 +144,13 @@ def _(*inputs, subgraphs, n_carried, n_sequences, n_scan, n_residuals=0, reverse
         init, param, new = inputs[i], body.inputs[i], body.outputs[i]
         if not (init.dtype == param.dtype == new.dtype):
             raise InferError(f"loop: carried value {i} has dtype {init.dtype} but the step returns {new.dtype}")
-        if not (_compatible(init.shape, param.shape) and _compatible(init.shape, new.shape)):
+        if not (compatible_shapes(init.shape, param.shape) and compatible_shapes(init.shape, new.shape)):
             raise InferError(f"loop: carried value {i} has shape {init.shape} but the step returns shape "
                              f"{new.shape}")
     steps = None
     for k in range(S):
         seq, param = inputs[C + k], body.inputs[C + k]
-        if seq.ndim < 1 or seq.dtype != param.dtype or not _compatible(seq.shape[1:], param.shape):
+        if seq.ndim < 1 or seq.dtype != param.dtype or not compatible_shapes(seq.shape[1:], param.shape):
             raise InferError(f"loop: sequence {k} of shape {seq.shape} ({seq.dtype}) does not match its "
                              f"step input of shape {param.shape} ({param.dtype})")
         if seq.shape[0] is not None:
@@ -156,7 +158,7 @@ def _(*inputs, subgraphs, n_carried, n_sequences, n_scan, n_residuals=0, reverse
                 raise InferError(f"loop: sequences have different lengths {steps} and {seq.shape[0]}")
             steps = seq.shape[0]
     for k in range(C + S, len(inputs)):
-        if inputs[k].dtype != body.inputs[k].dtype or not _compatible(inputs[k].shape, body.inputs[k].shape):
+        if inputs[k].dtype != body.inputs[k].dtype or not compatible_shapes(inputs[k].shape, body.inputs[k].shape):
             raise InferError(f"loop: captured value {k - C - S} does not match its placeholder")
     return ([(inputs[i].shape, inputs[i].dtype) for i in range(C)] +
             [((steps,) + o.shape, o.dtype) for o in body.outputs[C:]])

@@ -1,17 +1,19 @@
 """CTC primitives.
 
-The loss and its gradient lower to single nodes of the ``ai.kgraph`` domain whose bodies ship in
-the model as local functions (FunctionProto) built from standard ops: the forward (and, for the
-gradient, backward) recursion in log space inside a ``Loop`` over time.  Any runtime that
-understands model-local functions runs the file, and Netron shows one ``CTCLoss`` op.  The
-functions take their float type from their input (constants go through ``CastLike``), so one
-definition serves float32 and float64.
+The loss, its gradient and the gradient's own vjp (a Hessian-vector product, so CTC is twice
+differentiable) each lower to one node of the ``ai.kgraph`` domain whose body ships in the model
+as a local function (FunctionProto) built from standard ops: the forward (and backward)
+recursions in log space inside ``Loop``s over time.  Any runtime that understands model-local
+functions runs the file, and Netron shows one ``CTCLoss`` op.  The functions take their float
+type from their input (constants go through ``CastLike``), so one definition serves float32 and
+float64.
 
 Semantics are TensorFlow's ``ctc_loss`` with its defaults, which Keras 2.3.1 calls: the inputs
 are unnormalized logits (a log-softmax is applied), the blank is the last class, repeated labels
 need a blank between them, and frames at or past a sequence's ``input_length`` do not count.
-Where TensorFlow fails at run time (a label that cannot fit in its sequence) the loss is
-``inf`` and, as TensorFlow does for "no valid path", the gradient is the softmax.
+Where no alignment exists (labels longer than the input, where TensorFlow raises, or repeats
+without room for the blanks between them) the loss is ``inf`` and, as TensorFlow does for "no
+valid path", the gradient is the softmax.
 
 The decoders (greedy and beam search) live in ``ctc_decode.py``.
 """
@@ -19,8 +21,8 @@ import numpy as np
 from onnx import helper
 
 from .. import dtypes
-from ..lower.context import CUSTOM_DOMAIN, LoweringContext
 from ..graph import Constant
+from ..lower.context import CUSTOM_DOMAIN, LoweringContext
 from .elementwise import mul
 from .primitive import InferError, Primitive
 from .reduce import reduce_sum

@@ -28,8 +28,14 @@ from .. import dtypes
 from .ctc import log_sum_exp, take_along_last_axis
 from .primitive import InferError, Primitive
 
-# two 31-bit polynomial hashes: products stay below 2**62, so int64 arithmetic is exact
+# two 31-bit polynomial hashes: products stay below 2**62, so int64 arithmetic is exact; a
+# prefix's key is both at once, hash1 · 2**31 + hash2 (non-negative)
 _HASHES = ((2147483647, 1000003), (2147483629, 911382323))
+_NO_PARENT, _EMPTY_KEY, _EMPTY_PARENT = -1, -2, -3  # sentinels no key equals, nor each other
+
+
+def _key(f, hash1, hash2):
+    return f.op("Add", f.op("Mul", hash1, f.int64s([2 ** 31])), hash2)
 
 
 def _check(log_probs, lengths, where):
@@ -148,6 +154,7 @@ class BeamSearch:
         self.time = _dim(ctx, shape, 1)
         self.labels = ctx.op("Sub", _dim(ctx, shape, 2), ctx.int64s([1]))  # non-blank classes
         self.neg_inf = ctx.op("CastLike", ctx.const(np.float32(-np.inf)), lp)
+        self.neg_inf_column = ctx.op("Expand", self.neg_inf, ctx.op("Concat", self.batch, ctx.int64s([1]), axis=0))
         self.zero = ctx.op("CastLike", ctx.const(np.float32(0)), lp)
         # TensorFlow shifts each frame by its max before the search
         shifted = ctx.op("Sub", lp, ctx.reduce("ReduceMax", lp, [2], keepdims=True))
@@ -182,21 +189,18 @@ class BeamSearch:
         fill = lambda v: ctx.op("Expand", v, shape)  # noqa: E731
         blank = fill(ctx.op("Where", root, self.zero, self.neg_inf))  # only the empty prefix, p = 1
         label = fill(self.neg_inf)
-        length = fill(ctx.int64s([0]))
         last = fill(ctx.int64s([-1]))
         hashes = [fill(ctx.int64s([0])) for _ in _HASHES]
-        parents = [fill(ctx.int64s([-1])) for _ in _HASHES]  # matches no hash
-        return [blank, label, length, last] + hashes + parents
+        parent = fill(ctx.int64s([_NO_PARENT]))
+        return [blank, label, last] + hashes + [parent]
 
     def search(self):
         ctx = self.ctx
         init = self.initial_state()
         b = ctx.child()
         t, cond = ctx.fresh("t"), ctx.fresh("cond")
-        state = [ctx.fresh(n) for n in ("p_blank", "p_label", "length", "last", "hash1", "hash2", "parent1",
-                                        "parent2")]
-        p_blank, p_label, length, last = state[:4]
-        hashes, parents = state[4:6], state[6:8]
+        state = [ctx.fresh(n) for n in ("p_blank", "p_label", "last", "hash1", "hash2", "parent")]
+        p_blank, p_label, last, hash1, hash2, parent_key = state
         width = b.int64s([self.width])
         x = b.op("Gather", self.frames, t, axis=0)  # (B, C)
         x_blank = b.op("Slice", x, self.labels, b.op("Add", self.labels, b.int64s([1])), b.int64s([1]))  # (B, 1)
@@ -204,39 +208,45 @@ class BeamSearch:
         total = log_sum_exp(b, [p_blank, p_label], self.neg_inf, self.zero)
         valid = b.op("Greater", total, self.neg_inf)
 
-        def rows(v):  # (B, W) → (B, W, 1): the beam j
-            return b.op("Unsqueeze", v, b.int64s([2]))
+        # the parent of entry j is the entry i whose prefix key is j's parent key; slots that
+        # hold no entry get keys that match nothing (a filler slot may copy a real entry's key)
+        key = b.op("Where", valid, _key(b, hash1, hash2), b.int64s([_EMPTY_KEY]))
+        wanted = b.op("Where", valid, parent_key, b.int64s([_EMPTY_PARENT]))
+        match = b.op("Equal", b.op("Unsqueeze", wanted, b.int64s([2])), b.op("Unsqueeze", key, b.int64s([1])))
+        parent = b.reduce("ReduceMax", b.op("Where", match, self.slots, b.int64s([-1])), [2], keepdims=False)
+        has_parent = b.op("GreaterOrEqual", parent, b.scalar(0, np.int64))
+        parent = b.op("Max", parent, b.int64s([0]))
 
-        def cols(v):  # (B, W) → (B, 1, W): the candidate parent i
-            return b.op("Unsqueeze", v, b.int64s([1]))
+        def of_parent(v):
+            return take_along_last_axis(b, v, parent, 1)
 
-        # parent[b, j, i]: entry i is the prefix of entry j minus its last label
-        parent = b.op("And", rows(valid), cols(valid))
-        for h, ph in zip(hashes, parents):
-            parent = b.op("And", parent, b.op("Equal", rows(ph), cols(h)))
-        parent = b.op("And", parent, b.op("Equal", rows(length), b.op("Add", cols(length), b.int64s([1]))))
-        # a prefix's label-ending probability grows from its parent's (its blank-ending part only
-        # when the prefix repeats the parent's last label)
-        from_parent = b.op("Where", b.op("Equal", rows(last), cols(last)), cols(p_blank), cols(total))
-        from_parent = b.op("Where", parent, from_parent, self.neg_inf)
-        previous = b.reduce("ReduceMax", from_parent, [2], keepdims=False)
+        # a prefix's label-ending probability also grows from its parent's (from the parent's
+        # blank-ending part only when the prefix repeats the parent's last label)
+        from_parent = b.op("Where", b.op("Equal", last, of_parent(last)), of_parent(p_blank), of_parent(total))
+        previous = b.op("Where", has_parent, from_parent, self.neg_inf)
         x_last = take_along_last_axis(b, x, b.op("Max", last, b.int64s([0])), 1)
         new_label = b.op("Add", log_sum_exp(b, [p_label, previous], self.neg_inf, self.zero), x_last)
         new_blank = b.op("Add", total, x_blank)
         new_total = log_sum_exp(b, [new_blank, new_label], self.neg_inf, self.zero)
 
-        # one-label extensions (B, W, K) that are not already in the beam
+        # one-label extensions (B, W·K), entry i's label k at i·K + k
         label_ids = b.op("Range", b.scalar(0, np.int64), b.op("Squeeze", self.labels, b.int64s([0])),
                          b.scalar(1, np.int64))
-        is_last = b.op("Equal", rows(last), label_ids)  # (B, W, K): label k repeats entry's last
-        child_of = b.op("CastLike", b.op("Transpose", parent, perm=[0, 2, 1]), self.log_probs)  # (B, i, j)
-        present = b.op("Greater", b.op("MatMul", child_of, b.op("CastLike", is_last, self.log_probs)), self.zero)
-        extension = b.op("Add", b.op("Where", is_last, rows(p_blank), rows(total)),
+        is_last = b.op("Equal", b.op("Unsqueeze", last, b.int64s([2])), label_ids)  # k repeats i's last label
+        extension = b.op("Add", b.op("Where", is_last, b.op("Unsqueeze", p_blank, b.int64s([2])),
+                                     b.op("Unsqueeze", total, b.int64s([2]))),
                          b.op("Unsqueeze", x_labels, b.int64s([1])))
-        extension = b.op("Where", present, self.neg_inf, extension)
-        flat_extension = b.op("Reshape", extension, b.int64s([0, -1]))
+        extension = b.op("Reshape", extension, b.int64s([0, -1]))
+        # extensions already in the beam (entry j is its parent's extension by j's last label)
+        # are not candidates: scatter -inf on them, other entries' writes go to a spare column
+        spare = b.op("Mul", width, self.labels)
+        present = b.op("Where", has_parent, b.op("Add", b.op("Mul", parent, self.labels), last), spare)
+        padded = b.op("Concat", extension, self.neg_inf_column, axis=1)
+        blocked = b.op("ScatterElements", padded, present, b.op("Expand", self.neg_inf, b.op("Shape", present)),
+                       axis=1)
+        extension = b.op("Slice", blocked, b.int64s([0]), spare, b.int64s([1]))
 
-        pool = b.op("Concat", new_total, flat_extension, axis=1)
+        pool = b.op("Concat", new_total, extension, axis=1)
         _, chosen = b.op("TopK", pool, width, axis=1, largest=1, sorted=1, outputs=2)
         is_child = b.op("GreaterOrEqual", chosen, width)
         offset = b.op("Max", b.op("Sub", chosen, width), b.int64s([0]))
@@ -246,26 +256,24 @@ class BeamSearch:
         def take(v):
             return take_along_last_axis(b, v, source, 1)
 
+        old_hashes = [take(hash1), take(hash2)]
         new = [
             b.op("Where", is_child, self.neg_inf, take(new_blank)),
-            take_along_last_axis(b, b.op("Concat", new_label, flat_extension, axis=1), chosen, 1),
-            b.op("Add", take(length), b.cast(is_child, "int64")),
+            take_along_last_axis(b, b.op("Concat", new_label, extension, axis=1), chosen, 1),
             b.op("Where", is_child, label, take(last)),
         ]
-        old_hashes = [take(h) for h in hashes]
         for old, (modulus, base) in zip(old_hashes, _HASHES):
             grown = b.op("Mod", b.op("Add", b.op("Mul", old, b.int64s([base])), b.op("Add", label, b.int64s([1]))),
                          b.int64s([modulus]))
             new.append(b.op("Where", is_child, grown, old))
-        for old, ph in zip(old_hashes, parents):
-            new.append(b.op("Where", is_child, old, take(ph)))
+        new.append(b.op("Where", is_child, _key(b, *old_hashes), take(parent_key)))
         # frames past a sequence's end leave its beam as it was
         active = b.op("Unsqueeze", b.op("Less", t, self.lengths), b.int64s([1]))
         outs = [b.op("Where", active, n, s) for n, s in zip(new, state)]
         pointer = b.op("Where", active, source, self.slots)
         emitted = b.op("Where", active, label, b.int64s([-1]))
         scans = [b.op("Reshape", v, b.int64s([-1])) for v in (pointer, emitted)]  # flat: see ops/ctc.py _flat
-        types = [self.dtype] * 2 + ["int64"] * 6
+        types = [self.dtype] * 2 + ["int64"] * 4
         body = _body(b, "ctc_beam_step", t, cond, list(zip(state, types)), list(zip(outs, types)), scans)
         results = ctx.op("Loop", ctx.op("Squeeze", self.time, ctx.int64s([0])), ctx.const(np.array(True)), *init,
                          body=body, outputs=len(state) + 2)

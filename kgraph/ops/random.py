@@ -17,7 +17,8 @@ every engine returns bit-identical values, normals included.
 Speed (onnxruntime CPU, measured): Add and Mul on uint32 are vectorized (~0.1 ns/element), while
 BitShift and the Bitwise* kernels run ~0.4-0.6 ns/element.  So a rotation is written as
 ``x * 2**r + (x >> (32 - r))`` (a wrapping multiply is a left shift, and the two halves have no
-common bits, so + is |), and the dropout mask takes four 16-bit decisions from each 64-bit lane.
+common bits, so + is |); and a dropout mask spends as few random bits per element as give its
+16-bit keep probability exactly: 8 plus a rare refinement in general, 1 for rate 0.5.
 """
 import numpy as np
 from onnx import numpy_helper
@@ -32,6 +33,7 @@ MASK32 = 0xFFFFFFFF
 
 # one stream per kind of draw, so one seed feeds unrelated streams to, e.g., a uniform and a normal
 STREAMS = {"uniform": 1, "normal": 2, "truncated_normal": 3, "dropout": 4, "integers": 5}
+
 
 # -- the generator on numpy (trace-time key derivation) ------------------------------------------
 def threefry2x32_numpy(key, x0, x1):
@@ -111,18 +113,24 @@ class _Target:
             self.n = ctx.op("ReduceProd", shape_value, keepdims=0)
             self.shape = shape_value
 
-    def lanes(self, per_lane, copies=1):
-        """uint32 lane indices 0..copies * ceil(n / per_lane) - 1, and ceil(n / per_lane)."""
+    def lanes(self, per_lane, count=None):
+        """uint32 lane indices 0..ceil(count / per_lane) - 1 (count: n unless given), and how
+        many there are."""
         ctx = self.ctx
-        if isinstance(self.n, int):
-            m = -(-self.n // per_lane)
-            end = ctx.scalar(m * copies, np.int64)
+        count = self.n if count is None else count
+        if isinstance(count, int):
+            m = -(-count // per_lane)
+            end = ctx.scalar(m, np.int64)
         else:
-            m = self.n if per_lane == 1 else ctx.op(
-                "Div", ctx.op("Add", self.n, ctx.scalar(per_lane - 1, np.int64)), ctx.scalar(per_lane, np.int64))
-            end = m if copies == 1 else ctx.op("Mul", m, ctx.scalar(copies, np.int64))
+            m = end = count if per_lane == 1 else ctx.op(
+                "Div", ctx.op("Add", count, ctx.scalar(per_lane - 1, np.int64)), ctx.scalar(per_lane, np.int64))
         idx = ctx.op("Range", ctx.scalar(0, np.int64), end, ctx.scalar(1, np.int64))
         return ctx.cast(idx, "uint32"), m
+
+    def ends(self, value):
+        """A Slice bound (1-D int64) from an int or a scalar ONNX value."""
+        ctx = self.ctx
+        return ctx.int64s([value]) if isinstance(value, int) else ctx.op("Unsqueeze", value, ctx.int64s([0]))
 
     def trim(self, flat, available):
         """The first n values of a flat ``flat`` that holds ``available`` (an int, or
@@ -130,9 +138,7 @@ class _Target:
         if available is self.n or (isinstance(self.n, int) and available == self.n):
             return flat
         ctx = self.ctx
-        end = ctx.int64s([self.n]) if isinstance(self.n, int) else \
-            ctx.op("Unsqueeze", self.n, ctx.int64s([0]))
-        return ctx.op("Slice", flat, ctx.int64s([0]), end, ctx.int64s([0]))
+        return ctx.op("Slice", flat, ctx.int64s([0]), self.ends(self.n), ctx.int64s([0]))
 
     def finish(self, flat, available):
         return self.ctx.op("Reshape", self.trim(flat, available), self.shape)
@@ -362,17 +368,86 @@ def _lower_truncated_normal(ctx, node, counter, target):
     return (accepted if dtype == work else ctx.cast(accepted, dtype)), None
 
 
+def decision_bits(threshold):
+    """The fewest bits b (a divisor of 32, at most 16) whose b-bit chunks decide ``v >= t`` with
+    exactly the probability of the 16-bit comparison: 16 - b low zero bits in the threshold."""
+    for b in (1, 2, 4, 8):
+        if threshold % (1 << (16 - b)) == 0:
+            return b
+    return 16
+
+
+def _chunks(ctx, y0, y1, b):
+    """The b-bit chunks of the words (y0, y1), each moved to the top of a uint32 by a wrapping
+    multiply by 2**(32 - b (j + 1)) (bits above it fall off): one broadcast Mul for all."""
+    per_word = 32 // b
+    words = ctx.op("Unsqueeze", ctx.op("Concat", y0, y1, axis=0), ctx.int64s([0]))
+    shifts = np.array([[1 << (32 - b * (j + 1))] for j in range(per_word)], dtype=np.uint32)
+    return ctx.op("Reshape", ctx.op("Mul", words, ctx.const(shifts, hint="chunk_shifts")), ctx.int64s([-1]))
+
+
+def refinement_pool_size(n):
+    """Second-level chunks drawn for n 16-bit decisions: the expected n / 256 ties plus 8 of
+    their standard deviations plus 16."""
+    return int(np.ceil(n / 256 + 8 * np.sqrt(n / 256) + 16))
+
+
+def _pool_size(ctx, n):
+    if isinstance(n, int):
+        return refinement_pool_size(n)
+    ties = ctx.op("Mul", ctx.cast(n, "float64"), ctx.scalar(1 / 256, np.float64))
+    pool = ctx.op("Add", ctx.op("Add", ties, ctx.op("Mul", ctx.op("Sqrt", ties), ctx.scalar(8, np.float64))),
+                  ctx.scalar(16, np.float64))
+    return ctx.cast(ctx.op("Ceil", pool), "int64")
+
+
+def _keep_in_chunks(ctx, node, counter, target, b):
+    """v >= t for b-bit chunks v: exact when t (16-bit) has 16 - b low zero bits."""
+    y0, y1, m = _blocks(ctx, node, counter, target, 64 // b)
+    threshold = node.attrs["threshold"] >> (16 - b)
+    keep = ctx.op("GreaterOrEqual", _chunks(ctx, y0, y1, b), _u32(ctx, threshold << (32 - b)))
+    return target.trim(keep, _times(m, 64 // b))
+
+
+def _keep_refined(ctx, node, counter, target):
+    """v16 >= t16 from 8 random bits per element plus 8 more for the rare ties: with v16 =
+    (hi, lo) and t16 = (t_hi, t_lo), keep iff hi > t_hi, or hi == t_hi (1 element in 256) and
+    lo >= t_lo, where each tied element takes a fresh chunk from a pool drawn after the n first
+    ones (NonZero finds the ties, ScatterND writes their decisions).  Exactly the 16-bit
+    decision, at half the threefry work.  Only if the ties outnumber the pool (8 standard
+    deviations above their mean: probability < 1e-14) are the extra tied elements dropped."""
+    n, t16 = target.n, node.attrs["threshold"]
+    t_hi, t_lo = t16 >> 8, t16 & 0xFF
+    pool = _pool_size(ctx, n)
+    total = n + pool if isinstance(n, int) else ctx.op("Add", n, pool)
+    lanes, _ = target.lanes(8, count=total)
+    y0, y1 = emit_threefry(ctx, node.attrs["key"], lanes, counter, x1_scalar=True)
+    chunks = _chunks(ctx, y0, y1, 8)
+    zero = ctx.int64s([0])
+    main = ctx.op("Slice", chunks, zero, target.ends(n), zero)
+    pool_chunks = ctx.op("Slice", chunks, target.ends(n), target.ends(total), zero)
+    above = ctx.op("GreaterOrEqual", main, _u32(ctx, (t_hi + 1) << 24))
+    tied = ctx.op("Xor", ctx.op("GreaterOrEqual", main, _u32(ctx, t_hi << 24)), above)
+    where_tied = ctx.op("Transpose", ctx.op("NonZero", tied), perm=[1, 0])  # (ties, 1)
+    where_tied = ctx.op("Slice", where_tied, zero, target.ends(pool), zero)
+    ties = ctx.op("Slice", ctx.op("Shape", where_tied), zero, ctx.int64s([1]))
+    refined = ctx.op("GreaterOrEqual", ctx.op("Slice", pool_chunks, zero, ties, zero), _u32(ctx, t_lo << 24))
+    return ctx.op("ScatterND", above, where_tied, refined)
+
+
 def _lower_dropout_mask(ctx, node, counter, target):
-    """Four keep/drop decisions per 64-bit lane: each 16-bit quarter v is kept iff
-    v >= threshold.  The high quarters compare as whole words against threshold << 16; the low
-    ones are moved up first by a wrapping multiply (cheaper than BitwiseAnd here)."""
-    y0, y1, m = _blocks(ctx, node, counter, target, 4)
-    up = _u32(ctx, 1 << 16)
-    words = ctx.op("Concat", y0, y1, ctx.op("Mul", y0, up), ctx.op("Mul", y1, up), axis=0)
-    keep = ctx.op("GreaterOrEqual", words, _u32(ctx, node.attrs["threshold"] << 16))
-    keep = target.trim(keep, _times(m, 4))  # trim the bools rather than the floats
+    """Keep iff a uniform 16-bit v >= threshold, from as few random bits as give exactly that
+    probability: b-bit chunks (b = 1 for rate 0.5, 2 for 0.25, ...) when the threshold allows,
+    else an 8-bit decision refined on ties (``_keep_refined``)."""
+    t16 = node.attrs["threshold"]
+    b = decision_bits(t16)
+    if b < 16 or t16 >> 8 == 0xFF:
+        keep = _keep_in_chunks(ctx, node, counter, target, b)
+    else:
+        keep = _keep_refined(ctx, node, counter, target)
     dtype = node.attrs["dtype"]
-    return ctx.op("Where", keep, ctx.scalar(node.attrs["scale"], dtype), ctx.scalar(0, dtype)), target.n
+    # Cast and Mul are cheaper than a Where broadcasting two scalars (measured)
+    return ctx.op("Mul", ctx.cast(keep, dtype), ctx.scalar(node.attrs["scale"], dtype)), target.n
 
 
 random_uniform = _draw_primitive("random_uniform", _lower_uniform)        # [0, 1)

@@ -341,12 +341,20 @@ def _(g, like, starts, ends, axes, steps):
 
 @slice_grad.lower
 def _(ctx, node, g, like):
-    # positions of the sliced elements: slice an index grid the same way, then ScatterND
     a = node.attrs
+    in_shape = node.inputs[1].shape
+    starts, ends, steps = onnx_slice_bounds(in_shape, a)
+    if all(in_shape[axis] is not None and st == 1 for axis, st in zip(a["axes"], steps)):
+        # a unit-step slice of known dims: its adjoint is a zero Pad (cheap, and fuses)
+        rank = len(in_shape)
+        pads = [0] * (2 * rank)
+        for axis, s0, e0 in zip(a["axes"], starts, ends):
+            pads[axis], pads[rank + axis] = s0, in_shape[axis] - e0
+        return ctx.op("Pad", g, ctx.int64s(pads))
+    # general case: slice an index grid the same way, then scatter into zeros
     shape = ctx.op("Shape", like)
     dtype = node.outputs[0].dtype
     zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype)), shape)
-    starts, ends, steps = onnx_slice_bounds(node.inputs[1].shape, a)
     size = ctx.op("ReduceProd", shape, keepdims=0)
     flat = ctx.op("Range", ctx.scalar(0, np.int64), size, ctx.scalar(1, np.int64))
     grid = ctx.op("Reshape", flat, shape)

@@ -207,19 +207,22 @@ class Function:
 
     # -- calling ------------------------------------------------------------------------
     def __call__(self, inputs=()):
-        if isinstance(inputs, dict):
-            inputs = [inputs[p] for p in self.feed_inputs]
-        elif not isinstance(inputs, (list, tuple)):
-            inputs = [inputs]
+        if type(inputs) is not list and type(inputs) is not tuple:  # exact types first: hot path
+            if isinstance(inputs, dict):
+                inputs = [inputs[p] for p in self.feed_inputs]
+            elif not isinstance(inputs, (list, tuple)):
+                inputs = [inputs]
         if len(inputs) != len(self.feeds):
             raise ValueError(f"{self.where}: expected {len(self.feeds)} inputs "
                              f"({', '.join(p.name for p in self.feed_inputs)}), got {len(inputs)}")
         if self._writes_seen is not None and Variable.writes != self._writes_seen:
             self._variables_changed()
         self._calls_since_build += 1
-        values = [spec(x) for spec, x in zip(self.feeds, inputs)]
         if self._flatten_feeds:
+            values = [spec(x) for spec, x in zip(self.feeds, inputs)]
             values = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
+        else:  # map over the plain function: ~0.1 µs per input less than a comprehension of calls
+            values = list(map(FeedSpec.__call__, self.feeds, inputs))
         results = self._executor.run(values)
         if self.printed:
             for node, value in zip(self.printed, results[self.n_outputs:]):
