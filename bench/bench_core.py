@@ -91,13 +91,30 @@ def ort_session(model, threads):
 
 
 def setup_threads(threads):
-    """One thread count for every engine: kgraph's sessions read KGRAPH_NUM_THREADS."""
+    """One thread count for every engine: kgraph's sessions read KGRAPH_NUM_THREADS when they are
+    created, so the session cache is cleared too."""
     os.environ["KGRAPH_NUM_THREADS"] = str(threads)
+    import kgraph.backend as K
+    K.clear_session()
     try:
         import torch
         torch.set_num_threads(threads)
     except ImportError:
         pass
+
+
+def thread_counts(text):
+    """``"1,2"`` → ``[1, 2]``: the benches run once per thread count."""
+    try:
+        counts = sorted({int(t) for t in str(text).split(",") if t.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected thread counts such as 1,2; got {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1; got {text!r}")
+    return counts
+
+
+DEFAULT_THREADS = ",".join(str(t) for t in sorted({1, os.cpu_count() or 1}))
 
 
 def torch_or_none():
@@ -270,18 +287,21 @@ def bench_mlp_forward(threads, rounds, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
+    parser.add_argument("--threads", type=thread_counts, default=DEFAULT_THREADS,
+                        help="thread counts for every engine, comma-separated (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=40, help="timing rounds per engine")
     args = parser.parse_args(argv)
-    setup_threads(args.threads)
     import onnxruntime as ort
     torch = torch_or_none()
-    print(f"kgraph core benchmark: {args.threads} threads, onnxruntime {ort.__version__}, numpy "
-          f"{np.__version__}, torch {torch.__version__ if torch else 'not installed (column skipped)'}")
-    bench_per_call(args.threads, args.rounds * 3)
-    have = None
-    for batch in (32, 256):
-        _, have = bench_mlp_forward(args.threads, args.rounds, batch)
+    print(f"kgraph core benchmark: onnxruntime {ort.__version__}, numpy {np.__version__}, "
+          f"torch {torch.__version__ if torch else 'not installed (column skipped)'}; "
+          f"{os.cpu_count()} cores")
+    for threads in args.threads:
+        setup_threads(threads)
+        print(f"\n== {threads} thread{'s' if threads > 1 else ''} (ORT intra-op, torch) ==")
+        bench_per_call(threads, args.rounds * 3)
+        for batch in (32, 256):
+            _, have = bench_mlp_forward(threads, args.rounds, batch)
     print(f"\nkgraph activations: {', '.join('K.' + n for n in have) or 'none from the nn group'}"
           f"{'' if len(have) == 2 else ' (the rest written with K.maximum / K.exp)'}")
 

@@ -143,9 +143,10 @@ def bench_rate(args, shape, rate, ort, K):
     for name in engines:
         print(f"{name:36s} {medians[name] * 1e3:9.3f} {medians[name] / reference:6.2f}x "
               f"{cpu[name] * 1e3:9.3f} {cpu[name] / cpu_reference:6.2f}x")
-    print(f"\nrate {rate}: ratio kgraph K.dropout / ORT RandomUniform+Less+Mul: wall {medians['kgraph K.dropout'] / reference:.2f}, "
-          f"thread cpu {cpu['kgraph K.dropout'] / cpu_reference:.2f}{'' if args.threads == 1 else ' (cpu: this thread only)'} "
-          f"(target <= 1.5)\n")
+    note = "" if args.threads == 1 else " (cpu: this thread only)"
+    print(f"\nrate {rate}: ratio kgraph K.dropout / ORT RandomUniform+Less+Mul: "
+          f"wall {medians['kgraph K.dropout'] / reference:.2f}, "
+          f"thread cpu {cpu['kgraph K.dropout'] / cpu_reference:.2f}{note} (target <= 1.5)\n")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import ROOT, SIZES, k_activations, measure, mlp_weights, ort_session, print_table, setup_threads, \
-    torch_or_none  # noqa: E402
+from bench_core import DEFAULT_THREADS, ROOT, SIZES, k_activations, measure, mlp_weights, ort_session, \
+    print_table, setup_threads, thread_counts, torch_or_none  # noqa: E402
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -204,18 +204,21 @@ def bench_train_step(threads, rounds, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
+    parser.add_argument("--threads", type=thread_counts, default=DEFAULT_THREADS,
+                        help="thread counts for every engine, comma-separated (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=30, help="timing rounds per engine")
     args = parser.parse_args(argv)
-    setup_threads(args.threads)
     import onnxruntime as ort
     torch = torch_or_none()
-    print(f"kgraph training benchmark: {args.threads} threads, onnxruntime {ort.__version__}, "
-          f"torch {torch.__version__ if torch else 'not installed (column skipped)'}; "
+    print(f"kgraph training benchmark: onnxruntime {ort.__version__}, "
+          f"torch {torch.__version__ if torch else 'not installed (column skipped)'}; {os.cpu_count()} cores; "
           f"every engine checked to take the same step first")
     loss_name = None
-    for batch in (32, 256):
-        _, loss_name = bench_train_step(args.threads, args.rounds, batch)
+    for threads in args.threads:
+        setup_threads(threads)
+        print(f"\n== {threads} thread{'s' if threads > 1 else ''} (ORT intra-op, torch) ==")
+        for batch in (32, 256):
+            _, loss_name = bench_train_step(threads, args.rounds, batch)
     _, _, activations = k_activations()
     print(f"\nkgraph loss: {loss_name}; relu: {'K.relu' if 'relu' in activations else 'K.maximum(x, 0)'}")
 

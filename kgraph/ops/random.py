@@ -355,8 +355,9 @@ def _lower_truncated_normal(ctx, node, counter, target):
     else:
         nf = ctx.cast(n, "float64")
         p = TRUNCATED_REJECTION
+        margin = ctx.scalar(TRUNCATED_MARGIN_SIGMAS * np.sqrt(p) / (1 - p), np.float64)
         pool = ctx.op("Add", ctx.op("Mul", nf, ctx.scalar(1 / (1 - p), np.float64)),
-                      ctx.op("Mul", ctx.op("Sqrt", nf), ctx.scalar(TRUNCATED_MARGIN_SIGMAS * np.sqrt(p) / (1 - p), np.float64)))
+                      ctx.op("Mul", ctx.op("Sqrt", nf), margin))
         pool = ctx.op("Add", pool, ctx.scalar(16, np.float64))
         lane_count = ctx.cast(ctx.op("Ceil", ctx.op("Mul", pool, ctx.scalar(0.5, np.float64))), "int64")
         pad = ctx.op("ConstantOfShape", ctx.op("Unsqueeze", n, ctx.int64s([0])), value=zero)
