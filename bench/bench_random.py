@@ -12,7 +12,9 @@ rate 0.2 is the general case (8 bits plus a refinement of ties), rate 0.5 needs 
 * ``kgraph K.dropout`` — ``K.function([x], [K.dropout(x, rate)])`` called as Keras calls it:
   the full Python path, the counter variable fed in and written back every call;
 * ``kgraph K.dropout (session only)`` — the same lowered model run directly on its session;
-* ``kgraph K.random_uniform`` and ``ort RandomUniform`` — one uniform per element, for context.
+* ``kgraph K.random_uniform`` and ``ort RandomUniform`` — one uniform per element, for context;
+  a last table adds normals (kgraph's Box-Muller in exact arithmetic, so that every engine gives
+  the same bits) and truncated normals against ORT's RandomNormal.
 
 Both engines use the same intra-op thread count (KGRAPH_NUM_THREADS for kgraph) and are timed
 interleaved round by round; the table shows medians and the ratio to the target.  The first
@@ -101,13 +103,40 @@ def main():
 
     for rate in (float(r) for r in args.rates.split(",")):
         bench_rate(args, shape, rate, ort, K)
+    bench_normals(args, shape, ort, K)
+
+
+def session_options(ort, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+def bench_normals(args, shape, ort, K):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("RandomNormal", [], ["z"], shape=list(shape), dtype=TensorProto.FLOAT)],
+                              "normal", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, list(shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    ort_normal = ort.InferenceSession(model.SerializeToString(), session_options(ort, args.threads),
+                                      providers=["CPUExecutionProvider"])
+    k_normal = K.function([], [K.random_normal(shape, seed=1)])
+    k_truncated = K.function([], [K.truncated_normal(shape, seed=1)])
+    engines = {"ort RandomNormal": lambda: ort_normal.run(None, {}),
+               "kgraph K.random_normal": lambda: k_normal([]),
+               "kgraph K.truncated_normal": lambda: k_truncated([])}
+    medians, cpu = measure(engines, args.rounds)
+    print(f"normals, shape {shape}, {args.threads} intra-op thread(s), for context")
+    print(f"{'engine':36s} {'wall ms':>9s} {'ratio':>7s} {'cpu ms':>9s} {'ratio':>7s}")
+    for name in engines:
+        print(f"{name:36s} {medians[name] * 1e3:9.3f} {medians[name] / medians['ort RandomNormal']:6.2f}x "
+              f"{cpu[name] * 1e3:9.3f} {cpu[name] / cpu['ort RandomNormal']:6.2f}x")
 
 
 def bench_rate(args, shape, rate, ort, K):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts = session_options(ort, args.threads)
     dropout_model, uniform_model = ort_models(shape, rate)
     ort_dropout = ort.InferenceSession(dropout_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     ort_uniform = ort.InferenceSession(uniform_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -207,6 +207,16 @@ def test_sparse_categorical_crossentropy_logits_rank3(rng, axis):
                                                                   from_logits=True, axis=axis), [z])
 
 
+def test_sparse_categorical_crossentropy_second_order(rng):
+    labels = K.constant(np.array([1, 0, 2]), "int64")
+    w = K.constant(rng.standard_normal((3, 3)), "float64")
+
+    def grad_of_loss(b):
+        loss = K.sum(K.sparse_categorical_crossentropy(labels, b * b, from_logits=True))
+        return K.gradients(loss, [b])[0] * w
+    kcheck.check_grad(grad_of_loss, [rng.standard_normal((3, 3))], rtol=1e-4, atol=1e-6)
+
+
 def test_sparse_categorical_crossentropy_of_softmax_and_flattened_targets():
     z = np.array([[[1000.0, 0.0, -1000.0]], [[1.0, 2.0, 3.0]]], np.float32)  # (2, 1, 3)
     labels = np.array([2, 1], np.int32)  # (2,): flattened against (2, 1)

@@ -209,8 +209,8 @@ def expected_keep(seed, n, rate, pool_size):
     """The mask K.dropout documents: a uniform 16-bit v per element, kept iff v >= round(rate *
     2**16) = t, read from the fewest bits that give that probability: b-bit chunks (byte j of a
     word is chunk j) when t has 16 - b low zero bits; else one byte per element, and each element
-    whose byte equals t's high byte takes the next byte after the first n (up to ``pool_size``)
-    and compares it with t's low byte."""
+    whose byte equals t's high byte takes the next byte of a pool drawn from the lanes after the
+    n elements' (up to ``pool_size`` ties) and compares it with t's low byte."""
     t = min(int(round(rate * 65536)), 65535)
     key = [int(v) for v in threefry_ref((seed & 0xFFFFFFFF, seed >> 32), 4, 0)]  # stream 4: dropout
     for b in (1, 2, 4, 8):
@@ -220,9 +220,14 @@ def expected_keep(seed, n, rate, pool_size):
             chunks = np.concatenate([(words >> (b * j)) & ((1 << b) - 1) for j in range(32 // b)])
             return chunks[:n] >= (t >> (16 - b))
     pool = pool_size(n)
-    words = threefry_lanes(key, -(-(n + pool) // 8))
-    chunks = np.concatenate([(words >> (8 * j)) & 0xFF for j in range(4)])
-    main, extra = chunks[:n], chunks[n:n + pool]
+    main_lanes, pool_lanes = -(-n // 8), -(-pool // 8)
+    words = threefry_lanes(key, main_lanes + pool_lanes)
+    y0, y1 = words[:main_lanes + pool_lanes], words[main_lanes + pool_lanes:]
+
+    def chunks(w):
+        return np.concatenate([(w >> (8 * j)) & 0xFF for j in range(4)])
+    main = chunks(np.concatenate([y0[:main_lanes], y1[:main_lanes]]))[:n]
+    extra = chunks(np.concatenate([y0[main_lanes:], y1[main_lanes:]]))
     keep = main > (t >> 8)
     tied = np.flatnonzero(main == (t >> 8))[:pool]
     keep[tied] = extra[:len(tied)] >= (t & 0xFF)
@@ -309,6 +314,20 @@ def test_bit_identical_with_run_time_shapes():
             K.truncated_normal(K.shape(x), seed=2), K.dropout(x, 0.5, seed=2)]
     got = assert_engines_bit_identical(outs, {x: np.ones((7, 3), np.float32)})
     assert [g.shape for g in got] == [(7, 3), (7, 5), (7, 3), (7, 3)]
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: K.dropout(K.ones((1000,)) if s is None else K.ones_like(s), 0.3, seed=6),
+    lambda s: K.dropout(K.ones((1000,)) if s is None else K.ones_like(s), 0.25, seed=6),
+    lambda s: K.truncated_normal((1000,) if s is None else K.shape(s), seed=6),
+    lambda s: K.random_normal((1000,) if s is None else K.shape(s), seed=6),
+    lambda s: K.random_uniform((1000,) if s is None else K.shape(s), seed=6),
+], ids=["dropout_refined", "dropout_chunks", "truncated", "normal", "uniform"])
+def test_run_time_shapes_draw_what_static_shapes_draw(make):
+    x = K.placeholder((None,))
+    static = K.eval(make(None))
+    dynamic = K.function([x], [make(x)])([np.zeros(1000, np.float32)])[0]
+    np.testing.assert_array_equal(static, dynamic)
 
 
 # -- shapes and errors ----------------------------------------------------------------------------

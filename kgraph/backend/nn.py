@@ -218,9 +218,10 @@ def binary_crossentropy(target, output, from_logits=False):
 def dropout(x, level, noise_shape=None, seed=None):
     """Zero entries with probability ``level`` and scale the rest by 1 / (1 - level), as
     ``tf.nn.dropout``.  ``noise_shape`` entries may be ints, None (take x's dim) or scalar int
-    tensors (Keras's Dropout layer passes ``K.shape(x)[i]``).  The keep/drop decision uses 16
-    random bits per element: a Python ``level`` is applied as round(level * 2**16) / 2**16, within
-    2**-17 of it.  The gradient is the output gradient times the same mask."""
+    tensors (Keras's Dropout layer passes ``K.shape(x)[i]``).  A Python ``level`` is applied as a
+    16-bit probability, round(level * 2**16) / 2**16 (within 2**-17 of it), decided from as few
+    random bits as give it exactly (see ``ops/random.py``).  The gradient is the output gradient
+    times the same mask."""
     where = "K.dropout"
     seed = draw_seed(seed, where)  # first, as Keras draws it before anything else
     x = to_tensor(x, where=where)

@@ -153,7 +153,7 @@ def _(x, w, *size, strides, dilations, pads, group=1, output_padding=None):
                          f"{w.shape[0]}")
     lead = (x.shape[0], w.shape[1] * group)
     if size:  # the output's spatial size is a run-time value
-        if size[0].shape != (nd,) or size[0].dtype != "int64":
+        if size[0].shape not in ((nd,), (None,)) or size[0].dtype != "int64":
             raise InferError(f"conv_transpose: the output size must be an int64 vector of {nd}, "
                              f"got {size[0].shape} {size[0].dtype}")
         return lead + (None,) * nd, x.dtype

@@ -334,9 +334,12 @@ TRUNCATED_MARGIN_SIGMAS = 8
 
 
 def truncated_pool_size(n):
-    """Candidates drawn for n truncated normals (see ``_lower_truncated_normal``)."""
+    """Candidates drawn for n truncated normals (see ``_lower_truncated_normal``), computed in
+    the same float64 steps as the run-time form, so both draw the same lanes."""
     p = TRUNCATED_REJECTION
-    return int(np.ceil(n / (1 - p) + TRUNCATED_MARGIN_SIGMAS * np.sqrt(n * p / (1 - p) ** 2) + 16))
+    n = np.float64(n)
+    margin = np.float64(TRUNCATED_MARGIN_SIGMAS * np.sqrt(p) / (1 - p))
+    return int(np.ceil(n * np.float64(1 / (1 - p)) + np.sqrt(n) * margin + np.float64(16)))
 
 
 def _lower_truncated_normal(ctx, node, counter, target):
@@ -389,8 +392,9 @@ def _chunks(ctx, y0, y1, b):
 
 def refinement_pool_size(n):
     """Second-level chunks drawn for n 16-bit decisions: the expected n / 256 ties plus 8 of
-    their standard deviations plus 16."""
-    return int(np.ceil(n / 256 + 8 * np.sqrt(n / 256) + 16))
+    their standard deviations plus 16 (the same float64 steps as the run-time form)."""
+    ties = np.float64(n) * np.float64(1 / 256)
+    return int(np.ceil(ties + np.sqrt(ties) * np.float64(8) + np.float64(16)))
 
 
 def _pool_size(ctx, n):
@@ -413,24 +417,30 @@ def _keep_in_chunks(ctx, node, counter, target, b):
 def _keep_refined(ctx, node, counter, target):
     """v16 >= t16 from 8 random bits per element plus 8 more for the rare ties: with v16 =
     (hi, lo) and t16 = (t_hi, t_lo), keep iff hi > t_hi, or hi == t_hi (1 element in 256) and
-    lo >= t_lo, where each tied element takes a fresh chunk from a pool drawn after the n first
-    ones (NonZero finds the ties, ScatterND writes their decisions).  Exactly the 16-bit
-    decision, at half the threefry work.  Only if the ties outnumber the pool (8 standard
+    lo >= t_lo, where the r-th tied element takes chunk r of a pool drawn from the lanes after
+    the n elements' (Compress lists the ties, ScatterND writes their decisions).  Exactly the
+    16-bit decision at half the threefry work.  Only if the ties outnumber the pool (8 standard
     deviations above their mean: probability < 1e-14) are the extra tied elements dropped."""
     n, t16 = target.n, node.attrs["threshold"]
     t_hi, t_lo = t16 >> 8, t16 & 0xFF
     pool = _pool_size(ctx, n)
-    total = n + pool if isinstance(n, int) else ctx.op("Add", n, pool)
-    lanes, _ = target.lanes(8, count=total)
+    main_lanes = -(-n // 8) if isinstance(n, int) else \
+        ctx.op("Div", ctx.op("Add", n, ctx.scalar(7, np.int64)), ctx.scalar(8, np.int64))
+    pool_lanes = -(-pool // 8) if isinstance(pool, int) else \
+        ctx.op("Div", ctx.op("Add", pool, ctx.scalar(7, np.int64)), ctx.scalar(8, np.int64))
+    total = main_lanes + pool_lanes if isinstance(n, int) else ctx.op("Add", main_lanes, pool_lanes)
+    lanes, _ = target.lanes(1, count=total)
     y0, y1 = emit_threefry(ctx, node.attrs["key"], lanes, counter, x1_scalar=True)
-    chunks = _chunks(ctx, y0, y1, 8)
-    zero = ctx.int64s([0])
-    main = ctx.op("Slice", chunks, zero, target.ends(n), zero)
-    pool_chunks = ctx.op("Slice", chunks, target.ends(n), target.ends(total), zero)
+    zero, split, end = ctx.int64s([0]), target.ends(main_lanes), target.ends(total)
+    main = target.trim(_chunks(ctx, *(ctx.op("Slice", y, zero, split, zero) for y in (y0, y1)), 8),
+                       main_lanes * 8 if isinstance(n, int) else None)
+    pool_chunks = _chunks(ctx, *(ctx.op("Slice", y, split, end, zero) for y in (y0, y1)), 8)
     above = ctx.op("GreaterOrEqual", main, _u32(ctx, (t_hi + 1) << 24))
     tied = ctx.op("Xor", ctx.op("GreaterOrEqual", main, _u32(ctx, t_hi << 24)), above)
-    where_tied = ctx.op("Transpose", ctx.op("NonZero", tied), perm=[1, 0])  # (ties, 1)
-    where_tied = ctx.op("Slice", where_tied, zero, target.ends(pool), zero)
+    positions = ctx.op("Range", ctx.scalar(0, np.int64), ctx.scalar(n, np.int64) if isinstance(n, int) else n,
+                       ctx.scalar(1, np.int64))
+    where_tied = ctx.op("Compress", positions, tied, axis=0)  # cheaper than NonZero here (measured)
+    where_tied = ctx.op("Unsqueeze", ctx.op("Slice", where_tied, zero, target.ends(pool), zero), ctx.int64s([1]))
     ties = ctx.op("Slice", ctx.op("Shape", where_tied), zero, ctx.int64s([1]))
     refined = ctx.op("GreaterOrEqual", ctx.op("Slice", pool_chunks, zero, ties, zero), _u32(ctx, t_lo << 24))
     return ctx.op("ScatterND", above, where_tied, refined)
