@@ -28,11 +28,9 @@ w2 = K.variable(rng.normal(0, 0.5, (16, 3)), name="w2")
 b2 = K.variable(np.zeros(3), name="b2")
 params = [w1, b1, w2, b2]
 
-logits = K.dot(K.maximum(K.dot(x, w1) + b1, 0.0), w2) + b2
-shifted = logits - K.max(logits, axis=-1, keepdims=True)
-log_probs = shifted - K.log(K.sum(K.exp(shifted), axis=-1, keepdims=True))
-loss = -K.mean(K.sum(y * log_probs, axis=-1))
-probabilities = K.exp(log_probs)
+logits = K.bias_add(K.dot(K.relu(K.bias_add(K.dot(x, w1), b1)), w2), b2)
+loss = K.mean(K.categorical_crossentropy(y, logits, from_logits=True))
+probabilities = K.softmax(logits)
 
 # -- Adam, as Keras 2.3.1 writes it ---------------------------------------------------------
 lr, beta_1, beta_2 = 0.01, 0.9, 0.999

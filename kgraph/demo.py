@@ -108,32 +108,21 @@ def dense_params(sizes, seed, name="dense"):
     return params
 
 
-def relu(x):
-    return K.maximum(x, 0.)
-
-
 def mlp_logits(x, params):
     """Dense layers with ReLU between them; the last layer's pre-activations (the logits)."""
     h = x
     n_layers = len(params) // 2
     for i in range(n_layers):
-        h = K.dot(h, params[2 * i]) + params[2 * i + 1]
+        h = K.bias_add(K.dot(h, params[2 * i]), params[2 * i + 1])
         if i < n_layers - 1:
-            h = relu(h)
+            h = K.relu(h)
     return h
 
 
-def softmax(logits):
-    e = K.exp(logits - K.max(logits, axis=-1, keepdims=True))
-    return e / K.sum(e, axis=-1, keepdims=True)
-
-
 def softmax_cross_entropy(y_true, logits):
-    """Mean over the batch of ``-sum(y · log softmax(logits))``, via the max-shifted log-sum-exp
-    so large logits neither overflow nor lose the gradient."""
-    shifted = logits - K.stop_gradient(K.max(logits, axis=-1, keepdims=True))
-    log_probs = shifted - K.log(K.sum(K.exp(shifted), axis=-1, keepdims=True))
-    return -K.mean(K.sum(y_true * log_probs, axis=-1))
+    """The batch mean of Keras' categorical cross-entropy on logits (``from_logits=True``: one
+    log-softmax, no clipping)."""
+    return K.mean(K.categorical_crossentropy(y_true, logits, from_logits=True))
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -169,7 +158,7 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
     loss = softmax_cross_entropy(y, logits)
     optimizer = Adam(lr=lr)
     train_step = K.function([x, y], [loss], updates=optimizer.get_updates(loss, params), name="train_step")
-    probabilities = softmax(logits)
+    probabilities = K.softmax(logits)
     probabilities.name = "probabilities"
     predict = K.function([x], [probabilities], name="predict")
 

@@ -421,29 +421,39 @@ def _(ctx, node, x, w, size=None):
 
 @conv_kernel_grad.lower
 def _(ctx, node, x, g):
-    # im2col over the batch: one row of patches per (input channel, kernel offset), one column
-    # per (sample, output cell); a single GEMM with g then sums over samples and cells.  (A Conv
-    # with g as its kernel computes the same but as a 9-column GEMM: 2-3x slower on ORT's CPU.)
-    xt, gt = node.inputs
+    # im2col: the patches, one row per (input channel, kernel offset), times g, summed over the
+    # batch and the output cells.  (A Conv with g as its kernel computes the same, but as a GEMM
+    # with one column per kernel offset: 2-3x slower on ORT's CPU.)
+    xt = node.inputs[0]
     a = node.attrs
     o, cg, *kernel = a["kernel_shape"]
     kernel = tuple(kernel)
     nd, group = len(kernel), a["group"]
+    channels, taps = cg * group, int(np.prod(kernel))
     begin, end = _pads_of(ctx, node, x, xt.shape, kernel, a["dilations"])
+    if xt.dtype in NATIVE_DTYPES:
+        # patches by a depthwise Conv with one-hot kernels: ORT runs it multi-threaded, where
+        # strided Slices are single-threaded copies
+        onehot = np.eye(taps, dtype=xt.dtype).reshape((taps, 1) + kernel)
+        static = isinstance(begin, tuple)
+        patches = ctx.op("Conv", x if static else _pad(ctx, x, begin, end),
+                         ctx.const(np.tile(onehot, (channels,) + (1,) * (nd + 1))),
+                         kernel_shape=list(kernel), strides=list(a["strides"]), dilations=list(a["dilations"]),
+                         pads=list(begin + end) if static else [0] * (2 * nd), group=channels)
+        patches = ctx.op("Reshape", patches, ctx.int64s([0, group, cg * taps, -1]))  # (N, group, Cg·K, G)
+        patches = ctx.op("Transpose", patches, perm=[0, 1, 3, 2])  # ORT folds it into the MatMul
+        gs = ctx.op("Reshape", g, ctx.int64s([0, group, o // group, -1]))             # (N, group, Og, G)
+        dw = ctx.reduce("ReduceSum", ctx.op("MatMul", gs, patches), [0], False)      # (group, Og, Cg·K)
+        return ctx.op("Reshape", dw, ctx.int64s([o, cg] + list(kernel)))
+    # every dtype: the patches as strided slices of x with the batch moved behind the channels
     spatial_axes = list(range(2, 2 + nd))
     xs = ctx.op("Transpose", _pad(ctx, x, begin, end), perm=[1, 0] + spatial_axes)  # (C, N, *S)
     wins = _windows(ctx, xs, kernel, a["strides"], a["dilations"])                 # each (C, N, *G)
-    patches = ctx.op("Concat", *[ctx.op("Unsqueeze", s, ctx.int64s([1])) for s in wins], axis=1)
-    taps = len(wins)
-    if group == 1:
-        patches = ctx.op("Reshape", patches, ctx.int64s([cg * taps, -1]))           # (C·K, N·G)
-        gs = ctx.op("Reshape", ctx.op("Transpose", g, perm=[1, 0] + spatial_axes), ctx.int64s([o, -1]))
-        dw = ctx.op("Gemm", gs, patches, transB=1)                                  # (O, C·K)
-    else:
-        patches = ctx.op("Reshape", patches, ctx.int64s([group, cg * taps, -1]))    # (group, Cg·K, N·G)
-        gs = ctx.op("Reshape", g, ctx.int64s([0, group, o // group, -1]))
-        gs = ctx.op("Reshape", ctx.op("Transpose", gs, perm=[1, 0, 3, 2]), ctx.int64s([group, -1, o // group]))
-        dw = ctx.op("Transpose", ctx.op("MatMul", patches, gs), perm=[0, 2, 1])     # (group, Og, Cg·K)
+    patches = ctx.op("Concat", *[ctx.op("Unsqueeze", w, ctx.int64s([1])) for w in wins], axis=1)
+    patches = ctx.op("Reshape", patches, ctx.int64s([group, cg * taps, -1]))       # (group, Cg·K, N·G)
+    gs = ctx.op("Reshape", g, ctx.int64s([0, group, o // group, -1]))
+    gs = ctx.op("Reshape", ctx.op("Transpose", gs, perm=[1, 0, 3, 2]), ctx.int64s([group, -1, o // group]))
+    dw = ctx.op("Transpose", ctx.op("MatMul", patches, gs), perm=[0, 2, 1])       # (group, Og, Cg·K)
     return ctx.op("Reshape", dw, ctx.int64s([o, cg] + list(kernel)))
 
 
