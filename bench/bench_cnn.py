@@ -27,6 +27,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 LEARNING_RATE = 0.05
+SETTLE_SECONDS = 0.1  # lets the other engine's spinning threads go idle before a timed block
 
 
 def calls_per_round(fn, target_seconds):
@@ -43,12 +44,18 @@ def calls_per_round(fn, target_seconds):
         n *= 2
 
 
-def measure(engines, rounds, target_seconds=0.05):
-    """Median seconds per call of each engine, interleaved by round so drift hits all alike."""
+def measure(engines, rounds, target_seconds=0.2):
+    """Median seconds per call of each engine, interleaved by round so drift hits all alike.
+
+    Each block starts after a pause and an untimed call: both runtimes' worker threads spin
+    after their work, and calling one engine right after the other measured the pair at 2.5x
+    the sum of their separate times here."""
     counts = {name: calls_per_round(fn, target_seconds) for name, fn in engines.items()}
     samples = {name: [] for name in engines}
     for _ in range(rounds):
         for name, fn in engines.items():
+            time.sleep(SETTLE_SECONDS)
+            fn()
             start = time.perf_counter()
             for _ in range(counts[name]):
                 fn()

@@ -32,11 +32,10 @@ MIN_CALLS_PER_REBUILD = 50
 class FeedSpec:
     """Checks and converts one fed value, fast when it is already right."""
 
-    __slots__ = ("name", "placeholder", "dtype", "shape", "where", "ndim", "known_dims")
+    __slots__ = ("placeholder", "dtype", "shape", "where", "ndim", "known_dims")
 
-    def __init__(self, placeholder, name, where):
+    def __init__(self, placeholder, where):
         self.placeholder = placeholder
-        self.name = name
         self.dtype = np.dtype(placeholder.dtype)
         self.shape = placeholder.shape
         self.where = where
@@ -88,7 +87,7 @@ class SparseFeedSpec:
     def __init__(self, placeholder, where):
         self.placeholder = placeholder
         self.shape = placeholder.shape
-        self.values = FeedSpec(placeholder.sparse_parts[1], "values", where)  # dtype conversion
+        self.values = FeedSpec(placeholder.sparse_parts[1], where)  # dtype conversion
         self.where = where
 
     def __call__(self, x):
@@ -149,14 +148,14 @@ class Function:
         self.updates = updates
         self.graph = graph = Graph(self.outputs + [new for _, new in updates])
         self.variables = graph.variables
-        fed = [p for p in self.inputs]
-        self.defaults = [p for p in graph.placeholders if all(p is not i for i in fed) and p.default is not None]
-        missing = [p for p in graph.placeholders if all(p is not i for i in fed) and p.default is None]
+        not_fed = [p for p in graph.placeholders if all(p is not i for i in self.inputs)]
+        self.defaults = [p for p in not_fed if p.default is not None]
+        missing = [p for p in not_fed if p.default is None]
         if missing:
             raise ValueError(f"{self.where}: the outputs depend on placeholders that are not among the "
                              f"inputs: {', '.join(repr(p.name) for p in missing)}")
         self.feeds = [SparseFeedSpec(p, self.where) if getattr(p, "sparse_parts", None) else
-                      FeedSpec(p, f"in{i}", self.where) for i, p in enumerate(self.feed_inputs)]
+                      FeedSpec(p, self.where) for p in self.feed_inputs]
         self._flatten_feeds = any(isinstance(s, SparseFeedSpec) for s in self.feeds)
         # print_tensor nodes: their values are fetched as extra outputs and printed after a run
         self.printed = [n for n in graph.nodes if getattr(n.primitive, "prints", False)]
