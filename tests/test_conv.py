@@ -464,6 +464,7 @@ GRAD_CASES = {
     "conv2d_same_s2": (lambda x, w: K.conv2d(x, w, strides=(2, 2), padding="same"), [(2, 7, 6, 3), (3, 3, 3, 4)]),
     "conv2d_cf_dil": (lambda x, w: K.conv2d(x, w, padding="valid", dilation_rate=(2, 1),
                                             data_format="channels_first"), [(2, 3, 7, 6), (3, 2, 3, 2)]),
+    "conv1d_same_s2": (lambda x, w: K.conv1d(x, w, strides=2, padding="same"), [(2, 9, 2), (3, 2, 3)]),
     "conv1d_causal": (lambda x, w: K.conv1d(x, w, padding="causal", dilation_rate=2), [(2, 9, 2), (3, 2, 3)]),
     "depthwise": (lambda x, d: K.depthwise_conv2d(x, d, strides=(2, 1), padding="same"),
                   [(2, 5, 6, 3), (3, 3, 3, 2)]),
@@ -471,6 +472,7 @@ GRAD_CASES = {
                   [(2, 4, 4, 3), (3, 3, 2, 3)]),
     "maxpool": (lambda x: K.pool2d(x, (3, 3), strides=(2, 2), padding="same"), [(2, 7, 6, 3)]),
     "maxpool_tiled_same": (lambda x: K.pool2d(x, (2, 2), strides=(2, 2), padding="same"), [(2, 7, 5, 3)]),
+    "maxpool_tiled_tail": (lambda x: K.pool2d(x, (2, 2), strides=(2, 2)), [(2, 7, 5, 3)]),
     "maxpool_tiled_valid": (lambda x: K.pool2d(x, (2, 2), strides=(2, 3), data_format="channels_first"),
                             [(2, 3, 7, 8)]),
     "avgpool": (lambda x: K.pool2d(x, (3, 2), strides=(2, 2), padding="same", pool_mode="avg"), [(2, 7, 5, 3)]),
@@ -493,15 +495,16 @@ def test_native_gradients_match_float64(r, case):
     grads64, phs64 = _grads(build, arrays, "float64")
     want = K.function(phs64, grads64)(arrays)
     grads32, phs32 = _grads(build, arrays, "float32")
-    # onnx.reference 1.23's ConvTranspose mishandles group > 1 (it slices W by output channel,
-    # ONNX's W is (in, out/group, ...)): the grouped input gradient runs on ONNX Runtime only
-    reference = case != "depthwise"
-    got = kcheck.evaluate(grads32, dict(zip(phs32, [a.astype(np.float32) for a in arrays])), reference=reference,
-                          rtol=1e-4, atol=1e-4)
+    got = kcheck.evaluate(grads32, dict(zip(phs32, [a.astype(np.float32) for a in arrays])), rtol=1e-4, atol=1e-4)
     for g, e in zip(got, want):
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3)
-    if case in ("maxpool", "maxpool_tiled_same", "maxpool_tiled_valid", "avgpool", "conv2d_same_s2", "depthwise"):
+    if case in ("maxpool", "maxpool_tiled_same", "maxpool_tiled_tail", "maxpool_tiled_valid", "avgpool",
+                "conv2d_same_s2", "depthwise"):
         # the same gradients with spatial sizes known only at run time (pads computed in-graph)
+        # onnx.reference 1.23's ConvTranspose mishandles group > 1 (it slices W by output channel;
+        # ONNX's W is (in, out/group, ...)): the run-time-sized grouped input gradient, which
+        # lowers to ConvTranspose, runs on ONNX Runtime only
+        reference = case != "depthwise"
         for dtype in ("float32", "float64"):
             grads, phs = _grads(build, arrays, dtype, spatial_known=False)
             got = kcheck.evaluate(grads, dict(zip(phs, [a.astype(dtype) for a in arrays])), reference=reference,
@@ -528,3 +531,23 @@ def test_float16(r):
         for half, single in zip(results["float16"], results["float32"]):
             assert half.dtype == np.float16
             np.testing.assert_allclose(half.astype(np.float32), single, rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+def test_other_opsets(r, opset):
+    """Opset 17 has no Col2Im: transposed convs lower to ConvTranspose there."""
+    from kgraph.runtime.function import Function
+    x, w = r.standard_normal((2, 7, 6, 3)).astype(np.float32), r.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    outs = []
+    for version in (opset, 18):
+        phs = [K.placeholder(x.shape), K.placeholder(w.shape)]
+        y = K.pool2d(K.conv2d(phs[0], phs[1], strides=(2, 2), padding="same"), (2, 2), padding="same", pool_mode="avg")
+        t = K.conv2d_transpose(y, phs[1], (2, 7, 6, 3), strides=(2, 2), padding="same")
+        grads = K.gradients(K.sum(y * y) + K.sum(t * t), phs)
+        fn = Function(phs, [y, t] + grads, opset=version)
+        model = fn.to_onnx()
+        assert model.opset_import[0].version == version
+        kcheck.onnx.checker.check_model(model, full_check=True)
+        outs.append(fn([x, w]))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
