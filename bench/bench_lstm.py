@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench_core import measure, ort_session, print_table, setup_threads, torch_or_none  # noqa: E402
+from harness import measure, ort_session, print_table, setup_threads, torch_or_none  # noqa: E402
 
 
 def lstm_weights(n_in, hidden, seed=0):

@@ -22,45 +22,12 @@ check: kgraph's drop rate and scale are what the rate asks for.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-
-def calls_per_round(fn, target_seconds):
-    for _ in range(3):
-        fn()
-    n = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        elapsed = time.perf_counter() - start
-        if elapsed > target_seconds / 4 or n >= 1 << 12:
-            return max(1, int(n * target_seconds / max(elapsed, 1e-9)))
-        n *= 2
-
-
-def measure(engines, rounds, target_seconds=0.05):
-    """Median wall seconds and median CPU seconds of this thread per call, for each engine."""
-    counts = {name: calls_per_round(fn, target_seconds) for name, fn in engines.items()}
-    wall = {name: [] for name in engines}
-    cpu = {name: [] for name in engines}
-    for _ in range(rounds):
-        for name, fn in engines.items():
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            for _ in range(counts[name]):
-                fn()
-            wall[name].append((time.perf_counter() - start) / counts[name])
-            cpu[name].append((time.thread_time() - start_cpu) / counts[name])
-    return ({name: statistics.median(s) for name, s in wall.items()},
-            {name: statistics.median(s) for name, s in cpu.items()})
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import CPU, measure, ort_options  # noqa: E402
 
 
 def ort_models(shape, rate):
@@ -106,28 +73,21 @@ def main():
     bench_normals(args, shape, ort, K)
 
 
-def session_options(ort, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return opts
-
-
 def bench_normals(args, shape, ort, K):
     from onnx import TensorProto, helper
     graph = helper.make_graph([helper.make_node("RandomNormal", [], ["z"], shape=list(shape), dtype=TensorProto.FLOAT)],
                               "normal", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, list(shape))])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
-    ort_normal = ort.InferenceSession(model.SerializeToString(), session_options(ort, args.threads),
+    ort_normal = ort.InferenceSession(model.SerializeToString(), ort_options(args.threads),
                                       providers=["CPUExecutionProvider"])
     k_normal = K.function([], [K.random_normal(shape, seed=1)])
     k_truncated = K.function([], [K.truncated_normal(shape, seed=1)])
     engines = {"ort RandomNormal": lambda: ort_normal.run(None, {}),
                "kgraph K.random_normal": lambda: k_normal([]),
                "kgraph K.truncated_normal": lambda: k_truncated([])}
-    medians, cpu = measure(engines, args.rounds)
+    medians = measure(engines, args.rounds, target_seconds=0.05)
+    cpu = dict(CPU)
     print(f"normals, shape {shape}, {args.threads} intra-op thread(s), for context")
     print(f"{'engine':36s} {'wall ms':>9s} {'ratio':>7s} {'cpu ms':>9s} {'ratio':>7s}")
     for name in engines:
@@ -136,7 +96,7 @@ def bench_normals(args, shape, ort, K):
 
 
 def bench_rate(args, shape, rate, ort, K):
-    opts = session_options(ort, args.threads)
+    opts = ort_options(args.threads)
     dropout_model, uniform_model = ort_models(shape, rate)
     ort_dropout = ort.InferenceSession(dropout_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     ort_uniform = ort.InferenceSession(uniform_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -162,7 +122,8 @@ def bench_rate(args, shape, rate, ort, K):
         "ort RandomUniform": lambda: ort_uniform.run(None, {}),
         "kgraph K.random_uniform": lambda: k_uniform([]),
     }
-    medians, cpu = measure(engines, args.rounds)
+    medians = measure(engines, args.rounds, target_seconds=0.05)
+    cpu = dict(CPU)
     reference, cpu_reference = medians["ort RandomUniform+Less+Mul"], cpu["ort RandomUniform+Less+Mul"]
     print(f"\nmedian time per call, shape {shape}, rate {rate}, {args.threads} intra-op thread(s), "
           f"{args.rounds} rounds")

@@ -24,11 +24,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import DEFAULT_THREADS, ROOT, SIZES, measure, mlp_weights, ort_session, print_table, \
-    setup_threads, thread_counts, torch_or_none  # noqa: E402
-
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from bench_core import SIZES, mlp_weights  # noqa: E402
+from harness import DEFAULT_THREADS, measure, ort_session, print_table, setup_threads, thread_counts, \
+    torch_or_none  # noqa: E402
 
 LR = 0.01
 

@@ -220,8 +220,8 @@ class Function:
         if self._flatten_feeds:
             values = [spec(x) for spec, x in zip(self.feeds, inputs)]
             values = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
-        else:  # map over the plain function: ~0.1 µs per input less than a comprehension of calls
-            values = list(map(FeedSpec.__call__, self.feeds, inputs))
+        else:  # a lazy map of the plain function: cheaper than a list of bound-method calls
+            values = map(FeedSpec.__call__, self.feeds, inputs)
         results = self._executor.run(values)
         if self.printed:
             for node, value in zip(self.printed, results[self.n_outputs:]):
