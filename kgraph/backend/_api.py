@@ -46,6 +46,14 @@ def to_tensor(x, dtype=None, where="argument"):
     return Constant(arr.astype(dtype))
 
 
+def to_float_tensor(x, where="argument"):
+    """A tensor for a function defined on floats: integer and bool values are cast to floatx."""
+    x = to_tensor(x, where=where)
+    if not dtypes.is_float(x.dtype):
+        x = ew.cast(x, dtype=settings.floatx)
+    return x
+
+
 def binary_operands(x, y, where):
     """Two operands with one dtype: a Python/numpy value takes its tensor partner's dtype (as TF's
     operators convert scalars); two tensors of different dtypes promote as numpy does."""

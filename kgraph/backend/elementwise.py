@@ -4,15 +4,9 @@ import numpy as np
 from .. import dtypes
 from ..graph import Tensor
 from ..ops import elementwise as ew
-from ._api import binary_operands, keras_api, to_tensor
+from ._api import binary_operands, keras_api, to_float_tensor, to_tensor
 
 
-def _float(x, where):
-    x = to_tensor(x, where=where)
-    if not dtypes.is_float(x.dtype):
-        from .config import floatx
-        x = ew.cast(x, dtype=floatx())
-    return x
 
 
 @keras_api
@@ -29,7 +23,7 @@ def abs(x):
 @keras_api
 def sqrt(x):
     """sqrt of max(x, 0): negative inputs give 0, as Keras' TF backend clips them."""
-    x = _float(x, "K.sqrt")
+    x = to_float_tensor(x, "K.sqrt")
     zero = ew.scalar_like(0, x)
     # a select, not maximum(x, 0): the gradient at negative x must be 0 (as TF's clip_by_value),
     # and maximum's would be 0 * inf = nan there
@@ -38,12 +32,12 @@ def sqrt(x):
 
 @keras_api
 def exp(x):
-    return ew.exp(_float(x, "K.exp"))
+    return ew.exp(to_float_tensor(x, "K.exp"))
 
 
 @keras_api
 def log(x):
-    return ew.log(_float(x, "K.log"))
+    return ew.log(to_float_tensor(x, "K.log"))
 
 
 @keras_api
@@ -52,7 +46,7 @@ def round(x):
     x = to_tensor(x)
     if dtypes.is_int(x.dtype):
         return ew.cast(x, dtype=x.dtype)
-    return ew.round_(_float(x, "K.round"))
+    return ew.round_(to_float_tensor(x, "K.round"))
 
 
 @keras_api
@@ -64,7 +58,7 @@ def sign(x):
 def pow(x, a):
     # a fractional Python exponent would be truncated to the integer tensor's dtype: go float
     if isinstance(a, float) and not a.is_integer() and isinstance(x, Tensor) and not dtypes.is_float(x.dtype):
-        x = _float(x, "K.pow")
+        x = to_float_tensor(x, "K.pow")
     x, a = binary_operands(x, a, "K.pow")
     return ew.pow_(x, a)
 
@@ -130,9 +124,9 @@ def minimum(x, y):
 
 @keras_api
 def sin(x):
-    return ew.sin(_float(x, "K.sin"))
+    return ew.sin(to_float_tensor(x, "K.sin"))
 
 
 @keras_api
 def cos(x):
-    return ew.cos(_float(x, "K.cos"))
+    return ew.cos(to_float_tensor(x, "K.cos"))

@@ -9,15 +9,9 @@ from ..ops import elementwise as ew
 from ..ops import linalg
 from ..ops import reduce as red
 from ..ops import shape as sh
-from ._api import binary_operands, keras_api, normalize_axis, normalize_one_axis, to_tensor
+from ._api import binary_operands, keras_api, normalize_axis, normalize_one_axis, to_float_tensor, to_tensor
 
 
-def _as_float(x):
-    x = to_tensor(x)
-    if not dtypes.is_float(x.dtype):
-        from .config import floatx
-        x = ew.cast(x, dtype=floatx())
-    return x
 
 
 def _axes(x, axis, where):
@@ -51,7 +45,7 @@ def prod(x, axis=None, keepdims=False):
 @keras_api
 def mean(x, axis=None, keepdims=False):
     # TF would take an integer mean of integer tensors; a Keras user means the real mean.
-    x = _as_float(x)
+    x = to_float_tensor(x)
     return _reduce(red.reduce_mean, x, _axes(x, axis, "K.mean"), keepdims)
 
 
@@ -74,7 +68,7 @@ def min(x, axis=None, keepdims=False):
 @keras_api
 def var(x, axis=None, keepdims=False):
     """Population variance (divides by N), as Keras: mean of squared deviations from the mean."""
-    x = _as_float(x)
+    x = to_float_tensor(x)
     axes = _axes(x, axis, "K.var")
     if axes == ():
         deviation = ew.sub(x, x)  # 0, or nan where x is inf/nan, as TF's reduction over no axes
@@ -85,7 +79,7 @@ def var(x, axis=None, keepdims=False):
 
 @keras_api
 def std(x, axis=None, keepdims=False):
-    x = _as_float(x)
+    x = to_float_tensor(x)
     _axes(x, axis, "K.std")  # errors name K.std, not K.var
     return ew.sqrt(var(x, axis=axis, keepdims=keepdims))
 
@@ -136,7 +130,7 @@ def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))), shifted by the maximum so large inputs do not overflow.  As TF, the shift
     is a constant for the gradient and is 0 where the maximum is not finite (all -inf lanes give
     -inf, +inf lanes +inf)."""
-    x = _as_float(x)
+    x = to_float_tensor(x)
     axes = _axes(x, axis, "K.logsumexp")
     if axes == ():
         return sh.identity(x)

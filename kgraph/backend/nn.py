@@ -20,16 +20,9 @@ from ..ops import nn as nn_ops
 from ..ops import random as rnd
 from ..ops import reduce as red
 from ..ops import shape as sh
-from ._api import check_data_format, keras_api, normalize_axis, normalize_one_axis, to_tensor
-from .config import epsilon, floatx
+from ._api import check_data_format, keras_api, normalize_axis, normalize_one_axis, to_float_tensor, to_tensor
+from .config import epsilon
 from .random import draw_seed, shape_argument
-
-
-def _float(x, where):
-    x = to_tensor(x, where=where)
-    if not dtypes.is_float(x.dtype):
-        x = ew.cast(x, dtype=floatx())
-    return x
 
 
 def _number(value, where, name):
@@ -52,7 +45,7 @@ def relu(x, alpha=0., max_value=None, threshold=0.):
     (and may stay negative for negative thresholds); max_value clips the positive part; alpha
     scales the part below the threshold."""
     where = "K.relu"
-    x = _float(x, where)
+    x = to_float_tensor(x, where)
     alpha, threshold = _number(alpha, where, "alpha"), _number(threshold, where, "threshold")
     if max_value is not None and not isinstance(max_value, Tensor):
         max_value = _number(max_value, where, "max_value")
@@ -74,13 +67,13 @@ def relu(x, alpha=0., max_value=None, threshold=0.):
 
 @keras_api
 def elu(x, alpha=1.):
-    x = _float(x, "K.elu")
+    x = to_float_tensor(x, "K.elu")
     return nn_ops.elu(x, alpha=_number(alpha, "K.elu", "alpha"))
 
 
 @keras_api
 def softmax(x, axis=-1):
-    x = _float(x, "K.softmax")
+    x = to_float_tensor(x, "K.softmax")
     if x.ndim == 0:
         raise ValueError("K.softmax: expects a tensor of rank >= 1, got a scalar")
     return nn_ops.softmax(x, axis=normalize_one_axis(axis, x.ndim, "K.softmax"))
@@ -88,28 +81,28 @@ def softmax(x, axis=-1):
 
 @keras_api
 def softplus(x):
-    return ew.softplus(_float(x, "K.softplus"))
+    return ew.softplus(to_float_tensor(x, "K.softplus"))
 
 
 @keras_api
 def softsign(x):
-    return nn_ops.softsign(_float(x, "K.softsign"))
+    return nn_ops.softsign(to_float_tensor(x, "K.softsign"))
 
 
 @keras_api
 def sigmoid(x):
-    return ew.sigmoid(_float(x, "K.sigmoid"))
+    return ew.sigmoid(to_float_tensor(x, "K.sigmoid"))
 
 
 @keras_api
 def hard_sigmoid(x):
     """clip(0.2 x + 0.5, 0, 1), as Keras 2.3.1."""
-    return nn_ops.hard_sigmoid(_float(x, "K.hard_sigmoid"), alpha=0.2, beta=0.5)
+    return nn_ops.hard_sigmoid(to_float_tensor(x, "K.hard_sigmoid"), alpha=0.2, beta=0.5)
 
 
 @keras_api
 def tanh(x):
-    return ew.tanh(_float(x, "K.tanh"))
+    return ew.tanh(to_float_tensor(x, "K.tanh"))
 
 
 # -- cross-entropies ------------------------------------------------------------------------------
@@ -140,7 +133,7 @@ def _clip_eps(p):
 @keras_api
 def categorical_crossentropy(target, output, from_logits=False, axis=-1):
     where = "K.categorical_crossentropy"
-    output = _float(output, where)
+    output = to_float_tensor(output, where)
     target = _target_like(target, output, where)
     axis = normalize_one_axis(axis, output.ndim, where)
     if not from_logits:
@@ -170,7 +163,7 @@ def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
     """Integer targets.  As TF: targets whose rank is not output's rank - 1 (such as Keras's
     (batch, 1) label placeholders) are flattened to the shape of output without ``axis``."""
     where = "K.sparse_categorical_crossentropy"
-    output = _float(output, where)
+    output = to_float_tensor(output, where)
     if output.ndim == 0:
         raise ValueError(f"{where}: output must have rank >= 1, got a scalar")
     axis = normalize_one_axis(axis, output.ndim, where)
@@ -197,7 +190,7 @@ def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
 @keras_api
 def binary_crossentropy(target, output, from_logits=False):
     where = "K.binary_crossentropy"
-    output = _float(output, where)
+    output = to_float_tensor(output, where)
     target = _target_like(target, output, where)
     if not from_logits:
         logits = _logits_of(output, ew.sigmoid)
@@ -260,7 +253,7 @@ def _check_noise_shape(static, x, where):
 @keras_api
 def l2_normalize(x, axis=None):
     """x / sqrt(max(sum(x**2), 1e-12)), as tf.nn.l2_normalize."""
-    x = _float(x, "K.l2_normalize")
+    x = to_float_tensor(x, "K.l2_normalize")
     axes = normalize_axis(axis, x.ndim, "K.l2_normalize")
     square_sum = red.reduce_sum(ew.mul(x, x), axes=axes, keepdims=True)
     inv_norm = ew.reciprocal(ew.sqrt(ew.maximum(square_sum, _c(1e-12, x))))
@@ -270,7 +263,7 @@ def l2_normalize(x, axis=None):
 @keras_api
 def in_top_k(predictions, targets, k):
     where = "K.in_top_k"
-    predictions = _float(predictions, where)
+    predictions = to_float_tensor(predictions, where)
     targets = to_tensor(targets, where=where)
     if not dtypes.is_int(targets.dtype):
         raise TypeError(f"{where}: targets must be an int32 or int64 tensor, got {targets.dtype}")
@@ -304,7 +297,7 @@ def normalize_batch_in_training(x, gamma, beta, reduction_axes, epsilon=1e-3):
     the reduction axes removed from mean and var.  ``gamma``/``beta`` hold one value per
     normalized entry (any shape of that size, e.g. (C,)), or are None."""
     where = "K.normalize_batch_in_training"
-    x = _float(x, where)
+    x = to_float_tensor(x, where)
     if isinstance(reduction_axes, numbers.Integral):
         reduction_axes = [reduction_axes]
     axes = normalize_axis(list(reduction_axes), x.ndim, where)
@@ -334,7 +327,7 @@ def batch_normalization(x, mean, var, beta, gamma, axis=-1, epsilon=1e-3):
     broadcast as they are; 1-D parameters lie along ``axis`` (TF's fused path does this for 4-D
     inputs, kgraph for every rank).  ``beta`` and ``gamma`` may be None."""
     where = "K.batch_normalization"
-    x = _float(x, where)
+    x = to_float_tensor(x, where)
     axis = normalize_one_axis(axis, x.ndim, where) if x.ndim else 0
     eps = _number(epsilon, where, "epsilon")
     aligned = []
