@@ -18,6 +18,8 @@ def function(inputs, outputs, updates=None, name=None, **kwargs):
                          f"accepted: inputs, outputs, updates, name")
     if not isinstance(inputs, (list, tuple)):
         raise TypeError(f"K.function: inputs must be a list or tuple of placeholders, got {type(inputs).__name__}")
+    if updates is not None and not isinstance(updates, (list, tuple)):
+        raise TypeError(f"K.function: updates must be a list or tuple, got {type(updates).__name__}")
     single = not isinstance(outputs, (list, tuple))
     outputs = [outputs] if single else list(outputs)
     from ..graph import Placeholder

@@ -485,6 +485,66 @@ def _(ctx, node, x):
     return ctx.op("MaxPool", x, kernel_shape=list(kernel), strides=list(strides), pads=list(begin + end))
 
 
+def _tiled_argmax(ctx, x, dtype, xshape, grid, kernel, strides, begin):
+    """The flat index into x (N, C, *S) of each window's first maximum in row-major window order
+    (the cell TF's MaxPoolGrad routes a window's gradient to), shaped like the pooled output; None
+    unless the windows tile x from its origin (stride = kernel, no begin padding, static sizes).
+
+    ORT's MaxPool with an Indices output runs a scalar loop, ~10x its plain MaxPool; the window
+    cells moved onto one axis (SpaceToDepth, else a Transpose) and an ArgMax over it cost a third
+    of that, and ArgMax picks the first of tied maxima as TF does."""
+    nd = len(kernel)
+    spatial, grid = tuple(xshape[2:]), tuple(grid)
+    if tuple(strides) != tuple(kernel) or not isinstance(begin, tuple) or any(begin) or \
+            None in spatial + grid:
+        return None
+    cover = tuple(n * k for n, k in zip(grid, kernel))
+    lead = tuple(xshape[:2])
+    lead_dims = ctx.op("Slice", ctx.op("Shape", x), ctx.int64s([0]), ctx.int64s([2])) if None in lead else None
+    # SAME's end padding as -inf: every window's first cell lies inside x, so a padding cell is
+    # never a window's first maximum; VALID's tail that no window reaches is cut off
+    x = _pad(ctx, x, (0,) * nd, tuple(max(0, c - s) for c, s in zip(cover, spatial)),
+             ctx.const(np.array(-np.inf, dtype=dtype)))
+    if any(c < s for c, s in zip(cover, spatial)):
+        x = ctx.op("Slice", x, ctx.int64s([0] * nd), ctx.int64s(cover), ctx.int64s(range(2, 2 + nd)))
+    taps = int(np.prod(kernel))
+    if nd == 2 and kernel[0] == kernel[1]:
+        cells = ctx.op("SpaceToDepth", x, blocksize=kernel[0])  # (N, K·C, *grid), window cell major
+    else:
+        split = ctx.op("Reshape", x, ctx.int64s([0, 0] + [d for n, k in zip(grid, kernel) for d in (n, k)]))
+        cells = ctx.op("Transpose", split, perm=[0] + [3 + 2 * i for i in range(nd)] + [1] +
+                       [2 + 2 * i for i in range(nd)])  # (N, *kernel, C, *grid)
+    cells = ctx.op("Reshape", cells, ctx.int64s([0, taps, -1]))
+    first = ctx.op("ArgMax", cells, axis=1, keepdims=0)  # (N, C·grid): the cell within its window
+    # the cell's offset from its window's origin in x: its row-major digits times x's strides
+    x_strides = [int(np.prod(spatial[i + 1:])) for i in range(nd)]
+    k_strides = [int(np.prod(kernel[i + 1:])) for i in range(nd)]
+    offset = first
+    for i in range(nd - 1):
+        if i == 0 and kernel[0] == 2:  # a comparison: ORT's int64 Div costs 3x as much
+            digit = ctx.cast(ctx.op("Greater", first, ctx.scalar(k_strides[0] - 1, np.int64)), "int64")
+        else:
+            digit = ctx.op("Div", first, ctx.scalar(k_strides[i], np.int64))
+        if i:
+            digit = ctx.op("Mod", digit, ctx.scalar(kernel[i], np.int64))
+        offset = ctx.op("Add", offset, ctx.op("Mul", digit, ctx.scalar(x_strides[i] - k_strides[i], np.int64)))
+    # each window's origin: (n·C + c)·|S| + Σ gridᵢ·kᵢ·strideᵢ (constant-folded when N and C are known)
+    if lead_dims is not None:
+        planes = ctx.reduce("ReduceProd", lead_dims, [0], False)
+        pooled_shape = ctx.op("Concat", lead_dims, ctx.int64s(grid), axis=0)
+        plane_shape = ctx.op("Concat", lead_dims, ctx.int64s([1] * nd), axis=0)
+    else:
+        planes = ctx.scalar(lead[0] * lead[1], np.int64)
+        pooled_shape = ctx.int64s(lead + grid)
+        plane_shape = ctx.int64s(lead + (1,) * nd)
+    plane = ctx.op("Range", ctx.scalar(0, np.int64), planes, ctx.scalar(1, np.int64))
+    plane = ctx.op("Mul", ctx.op("Reshape", plane, plane_shape), ctx.scalar(int(np.prod(spatial)), np.int64))
+    origin = np.zeros((1, 1) + grid, dtype=np.int64)
+    for i in range(nd):
+        origin += (np.arange(grid[i]) * kernel[i] * x_strides[i]).reshape((-1,) + (1,) * (nd - 1 - i))
+    return ctx.op("Add", ctx.op("Add", plane, ctx.const(origin)), ctx.op("Reshape", offset, pooled_shape))
+
+
 @max_pool_grad.lower
 def _(ctx, node, g, x):
     kernel, strides = _pool_attrs(node)
@@ -492,14 +552,30 @@ def _(ctx, node, g, x):
     nd = len(kernel)
     spatial_axes = ctx.int64s(range(2, 2 + nd))
     begin, end = _pads_of(ctx, node, x, xt.shape, kernel, (1,) * nd)
+    # ORT scatters (MaxUnpool, ScatterElements with add) no float16: scatter in float32
+    work = "float32" if xt.dtype == "float16" else xt.dtype
+    idx = _tiled_argmax(ctx, x, xt.dtype, xt.shape, gt.shape[2:], kernel, strides, begin)
+    if idx is not None:
+        if work != xt.dtype:
+            g = ctx.cast(g, work)
+        if work == "float32":
+            # MaxUnpool's attributes only size its output: these make that x's shape, the layout
+            # the indices address (ORT reads an output_shape input so, onnx.reference does not)
+            dx = ctx.op("MaxUnpool", g, idx, kernel_shape=[s - n + 1 for s, n in zip(xt.shape[2:], gt.shape[2:])],
+                        strides=[1] * nd, pads=[0] * (2 * nd))
+        else:  # one index per window, all distinct: a plain scatter
+            zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype=work)),
+                           ctx.op("Reshape", ctx.op("Size", x), ctx.int64s([1])))
+            flat = ctx.op("ScatterElements", zeros, ctx.op("Reshape", idx, ctx.int64s([-1])),
+                          ctx.op("Reshape", g, ctx.int64s([-1])), axis=0)
+            dx = ctx.op("Reshape", flat, ctx.op("Shape", x))
+        return dx if work == xt.dtype else ctx.cast(dx, xt.dtype)
     crop = None
     if not isinstance(begin, tuple):  # run-time SAME: pad with -inf, then cut the padding off dx
         crop = (begin, _arith(ctx, "Add", begin, _spatial_of(ctx, x, xt.shape)))
         x = _pad(ctx, x, begin, end, ctx.const(np.array(-np.inf, dtype=xt.dtype)))
         begin = end = (0,) * nd
     size = _spatial_of(ctx, x, xt.shape if crop is None else (None,) * xt.ndim)
-    # ORT scatters (MaxUnpool, ScatterElements with add) no float16: scatter in float32
-    work = "float32" if xt.dtype == "float16" else xt.dtype
     if work != xt.dtype:
         g = ctx.cast(g, work)
     if all(s >= k for s, k in zip(strides, kernel)) and work == "float32":
@@ -545,12 +621,14 @@ def _(ctx, node, t, x):
     kernel, strides = _pool_attrs(node)
     xt = node.inputs[1]
     begin, end = _pads_of(ctx, node, x, xt.shape, kernel, (1,) * len(kernel))
-    if not isinstance(begin, tuple):  # indices then point into the padded input: pad t alike
-        x = _pad(ctx, x, begin, end, ctx.const(np.array(-np.inf, dtype=xt.dtype)))
-        t = _pad(ctx, t, begin, end)
-        begin = end = (0,) * len(kernel)
-    _, idx = ctx.op("MaxPool", x, outputs=2, kernel_shape=list(kernel), strides=list(strides),
-                    pads=list(begin + end))
+    idx = _tiled_argmax(ctx, x, xt.dtype, xt.shape, node.outputs[0].shape[2:], kernel, strides, begin)
+    if idx is None:
+        if not isinstance(begin, tuple):  # indices then point into the padded input: pad t alike
+            x = _pad(ctx, x, begin, end, ctx.const(np.array(-np.inf, dtype=xt.dtype)))
+            t = _pad(ctx, t, begin, end)
+            begin = end = (0,) * len(kernel)
+        _, idx = ctx.op("MaxPool", x, outputs=2, kernel_shape=list(kernel), strides=list(strides),
+                        pads=list(begin + end))
     picked = ctx.op("GatherElements", ctx.op("Reshape", t, ctx.int64s([-1])),
                     ctx.op("Reshape", idx, ctx.int64s([-1])), axis=0)
     return ctx.op("Reshape", picked, ctx.op("Shape", idx))

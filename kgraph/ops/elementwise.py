@@ -62,7 +62,7 @@ reciprocal = unary("reciprocal", "Reciprocal", floats_only=True)
 floor = unary("floor", "Floor", floats_only=True, differentiable=False)
 round_ = unary("round", "Round", floats_only=True, differentiable=False)  # half to even, as TF
 logical_not = unary("logical_not", "Not", differentiable=False)
-erf = unary("erf", "Erf", floats_only=True)
+
 
 neg.vjp(lambda node, g: [neg(g)])
 abs_.vjp(lambda node, g: [mul(g, sign(node.inputs[0]))])
@@ -75,8 +75,6 @@ tanh.vjp(lambda node, g: [mul(g, sub(scalar_like(1, g), square(node.outputs[0]))
 sigmoid.vjp(lambda node, g: [mul(g, mul(node.outputs[0], sub(scalar_like(1, g), node.outputs[0])))])
 softplus.vjp(lambda node, g: [mul(g, sigmoid(node.inputs[0]))])
 reciprocal.vjp(lambda node, g: [neg(mul(g, square(node.outputs[0])))])
-erf.vjp(lambda node, g: [mul(g, mul(scalar_like(2 / np.sqrt(np.pi), g),
-                                    exp(neg(square(node.inputs[0])))))])
 
 
 # -- binary ---------------------------------------------------------------------------------
