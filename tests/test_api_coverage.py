@@ -11,7 +11,6 @@ from onnx.reference import ReferenceEvaluator
 
 import kgraph.backend as K
 from kcheck import check, check_grad, evaluate
-from kgraph.ops import elementwise as ew
 from kgraph.ops import shape as sh
 
 
