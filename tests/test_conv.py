@@ -87,6 +87,40 @@ def np_pool(x, pool, strides, padding, mode, data_format="channels_last"):
     return from_last(y, data_format)
 
 
+def np_max_pool_first_cells(x, pool, strides, padding):
+    """Per window (channels_last), the position of the first of its maximal cells in row-major order
+    — the cell TF's MaxPoolGrad routes the window's gradient to; padding cells never count.
+    Returns (window position, index arrays of the chosen cells) pairs."""
+    nd = len(pool)
+    spatial = x.shape[1:1 + nd]
+    pads = [tf_pads(spatial[i], pool[i], strides[i], 1, padding) for i in range(nd)]
+    sizes = [(spatial[i] + sum(pads[i]) - pool[i]) // strides[i] + 1 for i in range(nd)]
+    n, c = np.meshgrid(np.arange(x.shape[0]), np.arange(x.shape[-1]), indexing="ij")
+    for pos in itertools.product(*map(range, sizes)):
+        ranges = [range(max(p * s - b, 0), min(p * s - b + k, size))
+                  for p, s, k, (b, _), size in zip(pos, strides, pool, pads, spatial)]
+        cells = list(itertools.product(*ranges))  # row-major
+        values = np.stack([x[(slice(None),) + cell] for cell in cells], axis=1)  # (N, cells, C)
+        first = np.argmax(values, axis=1)  # numpy's argmax: the first of equal maxima
+        chosen = np.array(cells)[first]  # (N, C, nd)
+        yield pos, (n,) + tuple(chosen[..., i] for i in range(nd)) + (c,)
+
+
+def np_max_pool_grad(x, g, pool, strides, padding):
+    dx = np.zeros(x.shape)
+    for pos, cell in np_max_pool_first_cells(x, pool, strides, padding):
+        np.add.at(dx, cell, g[(slice(None),) + pos])
+    return dx
+
+
+def np_max_pool_select(x, t, pool, strides, padding):
+    """t read at each window's first maximal cell: the adjoint of np_max_pool_grad in g."""
+    out = [t[cell] for _, cell in np_max_pool_first_cells(x, pool, strides, padding)]
+    sizes = [(size + sum(tf_pads(size, k, s, 1, padding)) - k) // s + 1
+             for size, k, s in zip(x.shape[1:-1], pool, strides)]
+    return np.stack(out, axis=1).reshape((x.shape[0], *sizes, x.shape[-1]))
+
+
 def np_local_conv(x, kernel, kernel_size, strides, output_shape, data_format):
     """Keras 2.3.1's feature order: the patch flattened in the data format's own layout."""
     nd = len(output_shape)
@@ -116,13 +150,16 @@ def data_shape(n, spatial, c, data_format):
 
 
 # -- forward -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("padding,strides,dilation", [
-    ("valid", 1, 1), ("same", 1, 1), ("same", 2, 1), ("valid", 2, 1), ("same", 1, 2), ("valid", 3, 2),
-    ("causal", 1, 1), ("causal", 2, 2)])
+# Keras rejects causal padding for channels_first (test_argument_errors): causal runs channels_last only
+CONV1D_CASES = [(data_format, padding, strides, dilation)
+                for data_format in ("channels_last", "channels_first")
+                for padding, strides, dilation in [("valid", 1, 1), ("same", 1, 1), ("same", 2, 1), ("valid", 2, 1),
+                                                   ("same", 1, 2), ("valid", 3, 2), ("causal", 1, 1), ("causal", 2, 2)]
+                if padding != "causal" or data_format == "channels_last"]
+
+
+@pytest.mark.parametrize("data_format,padding,strides,dilation", CONV1D_CASES)
 def test_conv1d(r, data_format, padding, strides, dilation):
-    if padding == "causal" and data_format == "channels_first":
-        pytest.skip("Keras rejects causal padding for channels_first (tested below)")
     x = rand(r, *data_shape(2, (9,), 3, data_format))
     w = rand(r, 3, 3, 4)
     ph = K.placeholder((None,) + x.shape[1:])
@@ -433,6 +470,89 @@ def test_pool3d_grad(r, mode):
                       grad_arrays(r, (1, 2, 3, 3, 3)))
 
 
+# Max-pool gradients with tied maxima (integer-valued data): each window's gradient goes to exactly
+# one cell, its first maximum in row-major order, as TF's MaxPoolGrad does.  Tiling windows
+# (stride = pool) take the ArgMax lowering, the others ORT's MaxPool indices.
+TIE_POOLS = [((2, 2), (2, 2), "valid", (2, 7, 5, 3)), ((2, 2), (2, 2), "same", (2, 7, 5, 3)),
+             ((3, 3), (3, 3), "same", (2, 8, 7, 2)), ((2, 3), (2, 3), "valid", (2, 5, 7, 2)),
+             ((2, 2, 2), (2, 2, 2), "same", (1, 3, 5, 4, 2)), ((3, 2, 2), (3, 2, 2), "valid", (2, 6, 4, 5, 2)),
+             ((3, 3), (2, 1), "same", (2, 6, 5, 2)), ((2, 2), (2, 3), "valid", (2, 5, 8, 2))]
+
+
+def _pool_of(x, pool, strides, padding, data_format="channels_last"):
+    pooling = K.pool2d if len(pool) == 2 else K.pool3d
+    return pooling(x, pool, strides=strides, padding=padding, data_format=data_format)
+
+
+def _tied(r, shape):
+    return r.integers(-2, 3, shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("pool,strides,padding,shape", TIE_POOLS)
+def test_max_pool_grad_ties_go_to_first_max(r, pool, strides, padding, shape, dtype):
+    x = _tied(r, shape)
+    ph = K.placeholder((None,) + shape[1:], dtype=dtype)  # run-time batch: window origins from Shape
+    y = _pool_of(ph, pool, strides, padding)
+    g = r.standard_normal(y.shape[1:]) * np.ones((shape[0],) + (1,) * (len(shape) - 1))
+    dx = K.gradients(K.sum(y * K.constant(g, dtype=dtype)), [ph])[0]
+    kcheck.check(dx, {ph: x.astype(dtype)}, np_max_pool_grad(x, g, pool, strides, padding), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool,strides,padding,shape", TIE_POOLS[:3] + TIE_POOLS[4:5])
+def test_max_pool_grad_ties_channels_first(r, pool, strides, padding, shape):
+    x = _tied(r, shape)
+    xf = np.moveaxis(x, -1, 1)
+    ph = K.placeholder(xf.shape)
+    y = _pool_of(ph, pool, strides, padding, "channels_first")
+    g = r.standard_normal(y.shape)
+    dx = K.gradients(K.sum(y * K.constant(g)), [ph])[0]
+    want = np_max_pool_grad(x, np.moveaxis(g, 1, -1), pool, strides, padding)
+    kcheck.check(dx, {ph: xf.astype(np.float32)}, np.moveaxis(want, -1, 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool,strides,padding,shape", TIE_POOLS[:4] + TIE_POOLS[-1:])
+def test_max_pool_select_ties(r, pool, strides, padding, shape):
+    """The gradient's own gradient in g reads its argument at the same first maxima."""
+    x = _tied(r, shape)
+    ph = K.placeholder(shape)
+    y = _pool_of(ph, pool, strides, padding)
+    g = K.placeholder(y.shape)
+    dx = K.gradients(K.sum(y * g), [ph])[0]
+    t = r.standard_normal(shape)
+    dg = K.gradients(K.sum(dx * K.constant(t)), [g])[0]
+    kcheck.check(dg, {ph: x.astype(np.float32), g: np.zeros(y.shape, np.float32)},
+                 np_max_pool_select(x, t, pool, strides, padding), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("pool,strides,padding,shape", [TIE_POOLS[0], TIE_POOLS[2], TIE_POOLS[6]])
+def test_relu_then_max_pool_grad(r, data_format, pool, strides, padding, shape):
+    """relu → max pool: the relu mask is applied on the pooled side (ops/nn.py); the gradient is
+    TF's, ties among relu's zeros included, also where relu's output feeds something else too."""
+    x = _tied(r, shape)
+    xin = x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
+    ph = K.placeholder(xin.shape)
+    h = K.relu(ph)
+    y = _pool_of(h, pool, strides, padding, data_format)
+    g = r.standard_normal(y.shape)
+    v = r.standard_normal(xin.shape)
+    loss = K.sum(y * K.constant(g))
+    g_last = g if data_format == "channels_last" else np.moveaxis(g, 1, -1)
+    want = np_max_pool_grad(np.maximum(x, 0), g_last, pool, strides, padding) * (x > 0)
+    want = want if data_format == "channels_last" else np.moveaxis(want, -1, 1)
+    both = K.gradients(loss + K.sum(h * K.constant(v)), [ph])[0]
+    kcheck.check([K.gradients(loss, [ph])[0], both], {ph: xin.astype(np.float32)},
+                 [want, want + v * (xin > 0)], rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_max_pool_second_order(r):
+    """Finite differences through the tiling windows' gradient and its gradient (no ties)."""
+    weights = r.standard_normal((2, 3, 2, 2))
+    build = _first_grad(lambda x: K.pool2d(x, (2, 2), strides=(2, 2), padding="same"), 0, weights)
+    kcheck.check_grad(lambda x: build(x) * x, [r.standard_normal((2, 5, 4, 2))])
+
+
 def _first_grad(build, wrt, weights):
     """The gradient of <build(...), weights> with respect to input ``wrt``, as a tensor."""
     def outer(*phs):
@@ -535,16 +655,19 @@ def test_float16(r):
 
 @pytest.mark.parametrize("opset", [17, 21])
 def test_other_opsets(r, opset):
-    """Opset 17 has no Col2Im: transposed convs lower to ConvTranspose there."""
+    """Opset 17 has no Col2Im: transposed convs lower to ConvTranspose there.  The tiled max pool's
+    gradient (SpaceToDepth, ArgMax, MaxUnpool) lowers alike at both ends of the opset range."""
     from kgraph.runtime.function import Function
     x, w = r.standard_normal((2, 7, 6, 3)).astype(np.float32), r.standard_normal((3, 3, 3, 4)).astype(np.float32)
     outs = []
     for version in (opset, 18):
         phs = [K.placeholder(x.shape), K.placeholder(w.shape)]
-        y = K.pool2d(K.conv2d(phs[0], phs[1], strides=(2, 2), padding="same"), (2, 2), padding="same", pool_mode="avg")
+        c = K.conv2d(phs[0], phs[1], strides=(2, 2), padding="same")
+        y = K.pool2d(c, (2, 2), padding="same", pool_mode="avg")
+        m = K.pool2d(K.relu(c), (2, 2), strides=(2, 2), padding="same")
         t = K.conv2d_transpose(y, phs[1], (2, 7, 6, 3), strides=(2, 2), padding="same")
-        grads = K.gradients(K.sum(y * y) + K.sum(t * t), phs)
-        fn = Function(phs, [y, t] + grads, opset=version)
+        grads = K.gradients(K.sum(y * y) + K.sum(t * t) + K.sum(m * m), phs)
+        fn = Function(phs, [y, t, m] + grads, opset=version)
         model = fn.to_onnx()
         assert model.opset_import[0].version == version
         kcheck.onnx.checker.check_model(model, full_check=True)

@@ -47,7 +47,7 @@ UNARY = {
     "square": (lambda a: a * a, ("float32", "float64", "int32"), (-3, 3)),
     "abs": (np.abs, ("float32", "float64", "int32"), (-3, 3)),
     "sign": (np.sign, ("float32", "float64", "int32"), (-3, 3)),
-    "sqrt": (lambda a: np.sqrt(np.maximum(_float_of(a), 0)), ("float32", "float64", "int32"), (-3, 9)),
+    "sqrt": (lambda a: np.sqrt(np.maximum(_float_of(a), _float_of(a).dtype.type(0))), ("float32", "float64", "int32"), (-3, 9)),
     "exp": (lambda a: np.exp(_float_of(a)), ("float32", "float64", "int32"), (-5, 5)),
     "log": (lambda a: np.log(_float_of(a)), ("float32", "float64", "int32"), (1, 20)),
     "round": (lambda a: np.round(a), ("float32", "float64", "int32"), (-4, 4)),

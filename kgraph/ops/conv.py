@@ -629,9 +629,9 @@ def _(ctx, node, t, x):
             begin = end = (0,) * len(kernel)
         _, idx = ctx.op("MaxPool", x, outputs=2, kernel_shape=list(kernel), strides=list(strides),
                         pads=list(begin + end))
-    picked = ctx.op("GatherElements", ctx.op("Reshape", t, ctx.int64s([-1])),
-                    ctx.op("Reshape", idx, ctx.int64s([-1])), axis=0)
-    return ctx.op("Reshape", picked, ctx.op("Shape", idx))
+    # Gather, not GatherElements: onnx.reference 1.23 evaluates the latter with np.choose, which
+    # takes at most 64 choices along the axis
+    return ctx.op("Gather", ctx.op("Reshape", t, ctx.int64s([-1])), idx, axis=0)
 
 
 def _window_total(ctx, xp, dtype, kernel, strides):

@@ -16,6 +16,8 @@ Variable placement, chosen per function:
   outputs are written into a second buffer per variable and swapped in after the run (ONNX
   Runtime must never see one OrtValue bound as both input and output of a run).
 """
+import warnings
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -60,11 +62,16 @@ class FeedSpec:
                          f"{_fmt(self.shape)}, got {_fmt(shape)}")
 
     def convert(self, x):
-        try:
-            arr = np.asarray(x)
-        except Exception as e:  # ragged lists and the like
+        with warnings.catch_warnings():  # numpy 1.x only warns about ragged lists
+            warnings.simplefilter("ignore")
+            try:
+                arr = np.asarray(x)
+            except Exception as e:  # ragged lists and the like (numpy 2)
+                raise ValueError(f"{self.where}: input {self.placeholder.name!r} could not be read "
+                                 f"as an array ({e})") from None
+        if arr.dtype == object:
             raise ValueError(f"{self.where}: input {self.placeholder.name!r} could not be read as an "
-                             f"array ({e})") from None
+                             f"array of numbers (ragged or mixed values)")
         target = self.dtype
         if arr.dtype == target:
             return arr
