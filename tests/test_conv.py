@@ -123,7 +123,6 @@ def np_max_pool_select(x, t, pool, strides, padding):
 
 def np_local_conv(x, kernel, kernel_size, strides, output_shape, data_format):
     """Keras 2.3.1's feature order: the patch flattened in the data format's own layout."""
-    nd = len(output_shape)
     n = x.shape[0]
     y = np.zeros((n, *output_shape, kernel.shape[-1]))
     for i, pos in enumerate(itertools.product(*map(range, output_shape))):

@@ -13,6 +13,7 @@ import numpy as np
 from .. import dtypes
 from ..graph import Constant, Tensor
 from ..ops import conv as cv
+from ..ops import pool
 from ..ops import elementwise as ew
 from ..ops import linalg
 from ..ops import shape as sh
@@ -369,7 +370,7 @@ def _pool(where, nd, x, pool_size, strides, padding, data_format, pool_mode):
         raise ValueError(f"{where}: pool_mode must be 'max' or 'avg', got {pool_mode!r}")
     xc = _channels_first(x, nd, data_format)
     pads = cv.resolve_pads(padding, xc.shape[2:], pool_size, strides, (1,) * nd)
-    prim = cv.max_pool if pool_mode == "max" else cv.avg_pool
+    prim = pool.max_pool if pool_mode == "max" else pool.avg_pool
     return _restore(prim(xc, kernel_shape=pool_size, strides=strides, pads=pads), nd, data_format)
 
 

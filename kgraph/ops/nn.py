@@ -5,8 +5,10 @@ import numpy as np
 
 from .. import dtypes
 from .elementwise import add, div, greater, mul, scalar_like, square, sub, where, zeros_like_
+from .pool import max_pool, max_pool_grad
 from .primitive import InferError, Primitive
 from .reduce import reduce_sum
+from .shape import transpose
 
 
 def _float_unary(name, onnx_op, float_attrs=()):
@@ -39,8 +41,6 @@ def _positive(x):
 def _max_pool_grad_of(y, g):
     """(max_pool_grad node, perm) when ``g`` is max_pool_grad(gp, y) — or, in channels_last,
     transpose(max_pool_grad(gp, transpose(y)), perm) with the inverse perm — else None."""
-    from .conv import max_pool_grad
-    from .shape import transpose
     src, perm = g.node, None
     if src is not None and src.primitive is transpose:
         perm, src = tuple(src.attrs["perm"]), src.inputs[0].node
@@ -64,14 +64,12 @@ def _(node, g):
     routed = _max_pool_grad_of(y, g)
     if routed is not None:
         # relu → max pool: the pool's gradient lands only on cells equal to their window's max,
-        # so the mask is read on the pooled output instead, a window's size fewer cells (the
-        # same products, ties and all)
-        from .conv import max_pool
-        from .shape import transpose
+        # so the mask is read on the pooled output (the forward's, shared) before the scatter:
+        # the same products, ties and all, on a window's size times fewer cells
         src, perm = routed
         gp, pooled = src.inputs
         mask = cast(_positive(max_pool(pooled, **src.attrs)), dtype=gp.dtype)
-        dx = src.primitive(mul(gp, mask), pooled, **src.attrs)
+        dx = max_pool_grad(mul(gp, mask), pooled, **src.attrs)
         return [dx if perm is None else transpose(dx, perm=perm)]
     return [mul(g, cast(_positive(x), dtype=g.dtype))]
 
