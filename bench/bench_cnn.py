@@ -16,59 +16,15 @@ Before timing, the two engines' logits, loss and updated weights are compared.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import measure, print_table, setup_threads, torch_or_none  # noqa: E402
 
 LEARNING_RATE = 0.05
 SETTLE_SECONDS = 0.1  # lets the other engine's spinning threads go idle before a timed block
-
-
-def calls_per_round(fn, target_seconds):
-    for _ in range(3):
-        fn()
-    n = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        elapsed = time.perf_counter() - start
-        if elapsed > target_seconds / 4 or n >= 1 << 12:
-            return max(1, int(n * target_seconds / max(elapsed, 1e-9)))
-        n *= 2
-
-
-def measure(engines, rounds, target_seconds=0.2):
-    """Median seconds per call of each engine, interleaved by round so drift hits all alike.
-
-    Each block starts after a pause and an untimed call: both runtimes' worker threads spin
-    after their work, and calling one engine right after the other measured the pair at 2.5x
-    the sum of their separate times here."""
-    counts = {name: calls_per_round(fn, target_seconds) for name, fn in engines.items()}
-    samples = {name: [] for name in engines}
-    for _ in range(rounds):
-        for name, fn in engines.items():
-            time.sleep(SETTLE_SECONDS)
-            fn()
-            start = time.perf_counter()
-            for _ in range(counts[name]):
-                fn()
-            samples[name].append((time.perf_counter() - start) / counts[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-def print_table(title, medians, reference):
-    print(f"\n{title}")
-    width = max(len(n) for n in medians) + 2
-    print(f"  {'engine':<{width}} {'median':>11}   ratio vs {reference}")
-    for name, t in medians.items():
-        print(f"  {name:<{width}} {t * 1e3:8.3f} ms   {t / medians[reference]:6.2f}x")
 
 
 def init_weights(rng):
@@ -163,12 +119,9 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--data-format", default="channels_last", choices=["channels_last", "channels_first"])
     args = parser.parse_args()
-    os.environ["KGRAPH_NUM_THREADS"] = str(args.threads)
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
+    setup_threads(args.threads)
+    torch = torch_or_none()
+    if torch is None:
         print("torch is not installed: timing kgraph only (pip install torch for the comparison)")
 
     rng = np.random.default_rng(0)
@@ -202,9 +155,10 @@ def main():
         engines_train["torch eager"] = lambda: t_train(t_images, t_labels)
 
     reference = "torch eager" if torch is not None else "kgraph"
-    print_table(f"forward (logits), batch {args.batch}", measure(engines_fwd, args.rounds), reference)
-    print_table(f"train step (loss + grads + SGD update), batch {args.batch}",
-                measure(engines_train, args.rounds), reference)
+    for title, engines in ((f"forward (logits), batch {args.batch}", engines_fwd),
+                           (f"train step (loss + grads + SGD update), batch {args.batch}", engines_train)):
+        print_table(title, measure(engines, args.rounds, target_seconds=0.2, settle_seconds=SETTLE_SECONDS),
+                    reference, notes={"kgraph": "(target <= 1.0x torch eager)"})
 
 
 if __name__ == "__main__":

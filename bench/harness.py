@@ -28,7 +28,7 @@ def calls_per_round(fn, target_seconds):
     return max(1, int(n * target_seconds / max(elapsed, 1e-9)))
 
 
-def measure(engines, rounds, target_seconds=0.01):
+def measure(engines, rounds, target_seconds=0.01, settle_seconds=0.0):
     """Median seconds per call for each of ``engines`` ({name: fn}), interleaved by round so
     that drift (frequency scaling, other processes) hits every engine alike."""
     counts = {name: calls_per_round(fn, target_seconds) for name, fn in engines.items()}
@@ -37,6 +37,11 @@ def measure(engines, rounds, target_seconds=0.01):
     for _ in range(rounds):
         for name, fn in engines.items():
             n = counts[name]
+            if settle_seconds:
+                # both runtimes' worker threads spin after their work: calling one engine right
+                # after the other measured the pair at 2.5x their separate times (CNN bench)
+                time.sleep(settle_seconds)
+                fn()
             start, start_cpu = time.perf_counter(), time.thread_time()
             for _ in range(n):
                 fn()
