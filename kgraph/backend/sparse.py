@@ -22,6 +22,7 @@ import numpy as np
 from .. import dtypes
 from ..graph import Constant, Node, Placeholder, Tensor
 from ..ops import elementwise as ew
+from ..ops import linalg as linalg_ops
 from ..ops import shape as sh
 from ..ops import sparse as sparse_ops
 from ._api import keras_api, to_tensor
@@ -174,5 +175,5 @@ def concatenate(tensors, axis=-1):
     values = sh.concat(*all_values, axis=0)
     if axis != 0:  # blocks along axis 0 stay in row-major order as they are
         order = sparse_ops.row_major_order(indices, dense_shape)
-        indices, values = sparse_ops.take(indices, order), sparse_ops.take(values, order)
+        indices, values = linalg_ops.gather(indices, order), linalg_ops.gather(values, order)
     return make_sparse(indices, values, dense_shape, shape)

@@ -8,9 +8,8 @@ cost is O(nnz · columns), against O(rows · inner · columns) for a densified M
 """
 import numpy as np
 
-from .. import dtypes
 from .primitive import InferError, Primitive
-from .shape import concat, shape_of, slice_, unsqueeze
+from .shape import concat, shape_of, slice_
 
 
 def _check_indices(indices, where, rank=None):
@@ -193,27 +192,3 @@ def _(ctx, node, indices, dense_shape):
     count = ctx.op("Unsqueeze", ctx.op("Size", keys), ctx.int64s([0]))
     _, order = ctx.op("TopK", keys, count, axis=0, largest=0, sorted=1, outputs=2)
     return order
-
-
-take = Primitive("sparse_take")  # x[perm] along axis 0
-
-
-@take.infer
-def _(x, perm):
-    if perm.ndim != 1 or perm.dtype != "int64" or x.ndim < 1:
-        raise InferError(f"take: expects a rank >= 1 tensor and a 1-D int64 permutation, got {x.shape} and "
-                         f"{perm.shape} {perm.dtype}")
-    return perm.shape + x.shape[1:], x.dtype
-
-
-@take.lower
-def _(ctx, node, x, perm):
-    return ctx.op("Gather", x, perm, axis=0)
-
-
-@take.vjp
-def _(node, g):
-    x, perm = node.inputs
-    if not dtypes.is_float(x.dtype):
-        return [None, None]
-    return [to_dense(unsqueeze(perm, axes=(1,)), g, shape_of(x), shape=x.shape), None]
