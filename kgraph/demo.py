@@ -16,6 +16,7 @@ import numpy as np
 
 import kgraph
 import kgraph.backend as K
+from kgraph.deploy import write_model_card
 
 
 # -- optimizers, as Keras 2.3.1 writes them ---------------------------------------------------
@@ -144,6 +145,7 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
         lr=0.01, seed=0, log=print):
     """Train, export, reload, compare.  Returns a dict of what happened (losses, accuracies,
     paths, the agreement between kgraph and the exported file)."""
+    import onnx
     import onnxruntime as ort
 
     x_all, y_all = teacher_blobs(n_train + n_test, seed=seed)
@@ -153,7 +155,8 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
 
     x = K.placeholder((None, n_features), name="features")
     y = K.placeholder((None, n_classes), name="labels")
-    params = dense_params((n_features,) + tuple(hidden) + (n_classes,), seed=seed + 1)
+    sizes = (n_features,) + tuple(hidden) + (n_classes,)
+    params = dense_params(sizes, seed=seed + 1)
     logits = mlp_logits(x, params)
     loss = softmax_cross_entropy(y, logits)
     optimizer = Adam(lr=lr)
@@ -185,7 +188,10 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
     os.makedirs(out_dir, exist_ok=True)
     model_path = kgraph.export(predict, os.path.join(out_dir, "mlp.onnx"))
     step_path = kgraph.export(train_step, os.path.join(out_dir, "mlp_train_step.onnx"), training=True)
-    log(f"exported {model_path} (inference) and {step_path} (training step)")
+    card_path = write_model_card(onnx.load(model_path), os.path.join(out_dir, "mlp.md"), model_path,
+                                 name="kgraph demo MLP", description=f"MLP {'-'.join(map(str, sizes))} trained "
+                                 f"with Adam on synthetic teacher data; test accuracy {accuracy:.3f}.")
+    log(f"exported {model_path} (inference), {step_path} (training step) and {card_path} (model card)")
 
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 3  # ORT warns that initializers-with-defaults are not constants
@@ -208,5 +214,5 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
         f"loss {step_loss:.6f} (kgraph: {kgraph_loss:.6f}); "
         f"{sum(o.name.endswith(':new') for o in step_sess.get_outputs())} updated variables come back as outputs")
     return {"losses": losses, "step_loss": step_loss, "kgraph_loss": kgraph_loss, "accuracy": accuracy, "exported_accuracy": exported_accuracy,
-            "agreement": agreement, "max_difference": max_difference, "model_path": model_path,
+            "agreement": agreement, "max_difference": max_difference, "model_path": model_path, "card_path": card_path,
             "step_path": step_path, "train_seconds": train_seconds}

@@ -119,3 +119,22 @@ def test_training_export_steps_like_kgraph():
         (loss_k,) = f([a])
         np.testing.assert_allclose(loss_ort, loss_k, rtol=1e-6)
         np.testing.assert_allclose(w_value, K.get_value(w), rtol=1e-6)
+
+
+def test_model_cards_describe_inference_and_training_exports(tmp_path):
+    f, _, _ = _small_function()
+    card = kgraph.model_card(f.to_onnx(), filename="m.onnx", name="scorer", description="A test model.")
+    assert card.startswith("# scorer\n\nA test model.")
+    assert "**inference**" in card and "| input | `features` | float32 | (features_dim0, 3) |" in card
+    assert "| output | `scores` | float32 | (?, 2) |" in card and "6 parameters in 1 initializers" in card
+    x = K.placeholder((None, 2), name="x")
+    w = K.variable(np.ones(2), name="w")
+    loss = K.sum(x * w)
+    step = K.function([x], [loss], updates=[K.update_sub(w, K.gradients(loss, [w])[0])])
+    path = tmp_path / "step.md"
+    from kgraph.deploy import write_model_card
+    write_model_card(step.to_onnx(training=True), path, "step.onnx")
+    text = path.read_text()
+    assert "**training step**" in text and "| input | `w` |" in text and "| output | `w:new` |" in text
+    assert 'ort.InferenceSession("step.onnx"' in text
+    assert os.listdir(tmp_path) == ["step.md"]

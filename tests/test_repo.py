@@ -31,3 +31,15 @@ def test_every_contract_name_is_implemented():
     assert len(K.ALL_NAMES) == 162
     assert not K.missing, f"backend functions missing: {K.missing}"
     assert all(callable(getattr(K, name)) for name in K.ALL_NAMES)
+
+
+def test_the_wheel_ships_the_templates(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path), ROOT], check=True, cwd=tmp_path)
+    (wheel,) = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
+    names = zipfile.ZipFile(os.path.join(tmp_path, wheel)).namelist()
+    assert "kgraph/templates/model_card.md.j2" in names
+    assert any(n.endswith("entry_points.txt") for n in names)
