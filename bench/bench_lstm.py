@@ -221,7 +221,7 @@ def main():
     grads = k_loop_train([x, zeros, zeros])
     if torch is not None:
         lstm = torch_lstm(torch, weights, hidden)
-        xt, rt = torch.from_numpy(x), torch.from_numpy(r)
+        xt, rt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(r))  # writable copies
 
         def torch_forward():
             with torch.no_grad():
