@@ -122,26 +122,17 @@ def handwritten_loop_model(weights, hidden):
     inits = [numpy_helper.from_array(kernel, "W"), numpy_helper.from_array(recurrent, "U"),
              numpy_helper.from_array(bias, "b"), numpy_helper.from_array(np.array([0], np.int64), "axis0"),
              numpy_helper.from_array(np.array(True), "true")]
-    graph = helper.make_graph(
-        nodes, "lstm_loop",
-        [helper.make_tensor_value_info("x", f, ["batch", "time", kernel.shape[0]]),
-         helper.make_tensor_value_info("h0", f, ["batch", hidden]),
-         helper.make_tensor_value_info("c0", f, ["batch", hidden])],
-        [helper.make_tensor_value_info("y", f, ["batch", "time", hidden])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    return model
+    return _lstm_model(nodes, inits, "lstm_loop", kernel.shape[0], hidden)
 
 
 def onnx_lstm_model(weights, hidden):
     """ONNX's LSTM: gates ordered i, o, f, c; W (1, 4h, in), R (1, 4h, h), B = [Wb, Rb = 0]."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
     kernel, recurrent, bias = weights
     order = np.concatenate([np.arange(g * hidden, (g + 1) * hidden) for g in (0, 3, 1, 2)])
     w = kernel.T[order][None]
     r = recurrent.T[order][None]
     b = np.concatenate([bias[order], np.zeros(4 * hidden, np.float32)])[None]
-    f = TensorProto.FLOAT
     # onnxruntime's CPU LSTM runs time-major only (layout=0): transpose around it
     nodes = [
         helper.make_node("Transpose", ["x"], ["x_tm"], perm=[1, 0, 2]),
@@ -154,12 +145,19 @@ def onnx_lstm_model(weights, hidden):
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R"), numpy_helper.from_array(b, "B"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    return _lstm_model(nodes, inits, "lstm_op", kernel.shape[0], hidden)
+
+
+def _lstm_model(nodes, initializers, name, n_in, hidden):
+    """x (batch, time, n_in), h0, c0 (batch, hidden) → y (batch, time, hidden), opset 18."""
+    from onnx import TensorProto, helper
+    f = TensorProto.FLOAT
     graph = helper.make_graph(
-        nodes, "lstm_op",
-        [helper.make_tensor_value_info("x", f, ["batch", "time", kernel.shape[0]]),
+        nodes, name,
+        [helper.make_tensor_value_info("x", f, ["batch", "time", n_in]),
          helper.make_tensor_value_info("h0", f, ["batch", hidden]),
          helper.make_tensor_value_info("c0", f, ["batch", hidden])],
-        [helper.make_tensor_value_info("y", f, ["batch", "time", hidden])], initializer=inits)
+        [helper.make_tensor_value_info("y", f, ["batch", "time", hidden])], initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     return model
