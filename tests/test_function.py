@@ -218,3 +218,11 @@ def test_dict_feeds_and_single_output():
     x = K.placeholder((2,))
     f = K.function([x], x * 3)
     np.testing.assert_allclose(f({x: np.ones(2)})[0], [3, 3])
+
+
+def test_thread_count_setting(monkeypatch):
+    monkeypatch.setenv("KGRAPH_NUM_THREADS", "1")
+    assert sessions.session_options().intra_op_num_threads == 1
+    monkeypatch.setenv("KGRAPH_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="KGRAPH_NUM_THREADS"):
+        sessions.session_options()

@@ -11,12 +11,19 @@ _sessions = {}
 stats = {"compiled": 0}
 
 
+def intra_op_threads():
+    """``$KGRAPH_NUM_THREADS`` (0 or unset: ONNX Runtime's default, one per core)."""
+    text = os.environ.get("KGRAPH_NUM_THREADS", "0").strip() or "0"
+    if not text.isdigit():
+        raise ValueError(f"KGRAPH_NUM_THREADS: expected a thread count (0 for all cores), got {text!r}")
+    return int(text)
+
+
 def session_options():
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    threads = int(os.environ.get("KGRAPH_NUM_THREADS", "0"))
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = intra_op_threads()
     opts.inter_op_num_threads = 1
     return opts
 
