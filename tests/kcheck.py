@@ -51,6 +51,15 @@ def check(outputs, feeds, expected, reference=True, rtol=1e-5, atol=1e-6):
     return got
 
 
+def check_typed(out, feeds, expected, **tol):
+    """``check``, and the static and computed dtypes must be the expected array's too."""
+    expected = np.asarray(expected)
+    assert out.dtype == expected.dtype.name, f"static dtype {out.dtype}, expected {expected.dtype}"
+    got = check(out, feeds, expected, **tol)
+    assert got[0].dtype == expected.dtype
+    return got
+
+
 def check_grad(build, arrays, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0):
     """``build(*placeholders) -> tensor``; compares K.gradients of a random projection of the
     output against central finite differences, all in float64."""

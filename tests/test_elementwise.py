@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import kgraph.backend as K
-from kcheck import check, check_grad
+from kcheck import check, check_grad, check_typed
 
 FAST = settings(max_examples=8, deadline=None)
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
@@ -26,14 +26,6 @@ def _placeholder(shape, dtype, dynamic):
     # dynamic: leading dim unknown, so lowerings that read run-time shapes are exercised too
     static = tuple(None if dynamic and i == 0 else d for i, d in enumerate(shape))
     return K.placeholder(static, dtype=dtype)
-
-
-def _check_typed(out, feeds, expected, **tol):
-    expected = np.asarray(expected)
-    assert out.dtype == expected.dtype.name, f"static dtype {out.dtype}, expected {expected.dtype}"
-    got = check(out, feeds, expected, **tol)
-    assert got[0].dtype == expected.dtype
-    return got
 
 
 # -- unary --------------------------------------------------------------------------------------
@@ -66,7 +58,7 @@ def test_unary_against_numpy(name, shape, seed, dtype_index, dynamic):
     if name == "log":
         a = np.where(a == 0, 1, a).astype(dtype)
     x = _placeholder(shape, dtype, dynamic and len(shape) > 0)
-    _check_typed(getattr(K, name)(x), {x: a}, reference(a), rtol=2e-6 if dtype == "float32" else 1e-12)
+    check_typed(getattr(K, name)(x), {x: a}, reference(a), rtol=2e-6 if dtype == "float32" else 1e-12)
 
 
 def test_round_is_half_to_even_like_tf():
@@ -103,7 +95,7 @@ def test_binary_broadcasting_against_numpy(name, shapes, seed, dtype, dynamic):
     # few distinct values, so equal elements (ties) are common
     a, b = _values(sx, dtype, seed, -2, 2), _values(sy, dtype, seed + 1, -2, 2)
     x, y = _placeholder(sx, dtype, dynamic and len(sx) > 0), _placeholder(sy, dtype, False)
-    _check_typed(getattr(K, name)(x, y), {x: a, y: b}, BINARY[name](a, b))
+    check_typed(getattr(K, name)(x, y), {x: a, y: b}, BINARY[name](a, b))
 
 
 @pytest.mark.parametrize("name", sorted(BINARY))
@@ -111,11 +103,11 @@ def test_binary_with_python_scalars_take_the_tensor_dtype(name):
     a = np.array([[-1.5, 0.0, 2.0]], np.float64)
     x = K.placeholder((None, 3), dtype="float64")
     fn = getattr(K, name)
-    _check_typed(fn(x, 2.0), {x: a}, BINARY[name](a, np.float64(2.0)))
-    _check_typed(fn(0, x), {x: a}, BINARY[name](np.float64(0), a))
+    check_typed(fn(x, 2.0), {x: a}, BINARY[name](a, np.float64(2.0)))
+    check_typed(fn(0, x), {x: a}, BINARY[name](np.float64(0), a))
     i = K.placeholder((3,), dtype="int32")
     c = np.array([-1, 0, 4], np.int32)
-    _check_typed(fn(i, 0), {i: c}, BINARY[name](c, np.int32(0)))
+    check_typed(fn(i, 0), {i: c}, BINARY[name](c, np.int32(0)))
 
 
 def test_comparisons_with_nan():
@@ -130,8 +122,8 @@ def test_mixed_dtypes_promote_as_numpy():
     x = K.placeholder((3,), dtype="int32")
     y = K.placeholder((3,), dtype="float64")
     a, b = np.array([1, 2, 3], np.int32), np.array([1.5, 2.0, 2.5])
-    _check_typed(K.maximum(x, y), {x: a, y: b}, np.maximum(a, b))
-    _check_typed(K.less(x, y), {x: a, y: b}, a < b)
+    check_typed(K.maximum(x, y), {x: a, y: b}, np.maximum(a, b))
+    check_typed(K.less(x, y), {x: a, y: b}, a < b)
 
 
 @FAST
@@ -142,7 +134,7 @@ def test_pow_broadcasting_floats(shapes, seed, dtype):
     a = _values(sx, dtype, seed, 0.25, 3)
     b = _values(sy, dtype, seed + 1, -2, 2)
     x, y = K.placeholder(sx, dtype=dtype), K.placeholder(sy, dtype=dtype)
-    _check_typed(K.pow(x, y), {x: a, y: b}, np.power(a, b), rtol=2e-6 if dtype == "float32" else 1e-12)
+    check_typed(K.pow(x, y), {x: a, y: b}, np.power(a, b), rtol=2e-6 if dtype == "float32" else 1e-12)
 
 
 def test_pow_scalar_exponents_and_integers():
@@ -152,9 +144,9 @@ def test_pow_scalar_exponents_and_integers():
           [a ** 2, a ** 3, np.ones_like(a), np.float32(2) ** a])
     i = K.placeholder((4,), dtype="int32")
     c = np.array([-3, 0, 2, 5], np.int32)
-    _check_typed(K.pow(i, 3), {i: c}, c ** 3)
+    check_typed(K.pow(i, 3), {i: c}, c ** 3)
     # a fractional exponent is not truncated to the integer dtype: the base goes to floatx
-    _check_typed(K.pow(i, 0.5), {i: np.abs(c)}, np.sqrt(np.abs(c).astype(np.float32)))
+    check_typed(K.pow(i, 0.5), {i: np.abs(c)}, np.sqrt(np.abs(c).astype(np.float32)))
 
 
 def test_pow_negative_base_fractional_exponent_is_nan():
@@ -173,7 +165,7 @@ def test_clip_against_numpy(shape, seed, dtype, lo, hi):
         expected = np.full_like(a, lo)  # Keras: an empty interval clips everything to min_value
     else:
         expected = np.clip(a, -np.inf if lo is None else lo, np.inf if hi is None else hi).astype(dtype)
-    _check_typed(K.clip(x, lo, hi), {x: a}, expected)
+    check_typed(K.clip(x, lo, hi), {x: a}, expected)
 
 
 def test_clip_with_tensor_and_array_bounds():
@@ -189,8 +181,8 @@ def test_clip_integer_none_bounds_use_the_dtype_range():
     for dtype in ("uint8", "int64"):
         a = np.array([0, 7, 200], dtype)
         x = K.placeholder((3,), dtype=dtype)
-        _check_typed(K.clip(x, None, 7), {x: a}, np.minimum(a, 7))
-        _check_typed(K.clip(x, 7, None), {x: a}, np.maximum(a, 7))
+        check_typed(K.clip(x, None, 7), {x: a}, np.minimum(a, 7))
+        check_typed(K.clip(x, 7, None), {x: a}, np.maximum(a, 7))
 
 
 # -- errors -------------------------------------------------------------------------------------

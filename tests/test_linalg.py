@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 from onnx.reference import ReferenceEvaluator
 
 import kgraph.backend as K
-from kcheck import check, check_grad
+from kcheck import check, check_grad, check_typed
 from kgraph.graph import Placeholder
 from kgraph.ops import shape as sh
 from kgraph.runtime import Function
@@ -33,14 +33,6 @@ def _values(shape, dtype, seed, low=-3, high=3):
 
 def _unknown_dims(shape, dynamic):
     return tuple(None if dynamic else d for d in shape)
-
-
-def _check_typed(out, feeds, expected, **tol):
-    expected = np.asarray(expected)
-    assert out.dtype == expected.dtype.name, f"static dtype {out.dtype}, expected {expected.dtype}"
-    got = check(out, feeds, expected, **tol)
-    assert got[0].dtype == expected.dtype
-    return got
 
 
 @st.composite
@@ -104,7 +96,7 @@ def test_reductions_against_numpy(name, case, keepdims, seed, dtype_index, dynam
     expected = reference(a, _np_axis(axis, a.ndim), keepdims)
     out = getattr(K, name)(x, axis=axis, keepdims=keepdims)
     tol = dict(rtol=2e-5, atol=1e-5) if _floatx(a).dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    _check_typed(out, {x: a}, expected, **tol)
+    check_typed(out, {x: a}, expected, **tol)
 
 
 def test_reductions_default_to_all_axes_without_keepdims():
@@ -157,7 +149,7 @@ def test_argmax_argmin_against_numpy(name, shape, data, seed, dtype, dynamic):
     a = _values(shape, dtype, seed, -2, 2)  # few values: ties, where the first index wins
     x = K.placeholder(_unknown_dims(shape, dynamic), dtype=dtype)
     expected = getattr(np, name)(a, axis=axis).astype(np.int64)
-    _check_typed(getattr(K, name)(x, axis=axis), {x: a}, expected)
+    check_typed(getattr(K, name)(x, axis=axis), {x: a}, expected)
 
 
 def test_argmax_default_axis_is_last_and_none_is_zero():
@@ -178,7 +170,7 @@ def test_scans_against_numpy(name, shape, data, seed, dtype, dynamic):
     # dynamic: the scanned length is unknown, which cumprod lowers differently
     x = K.placeholder(_unknown_dims(shape, dynamic), dtype=dtype)
     expected = getattr(np, name)(a, axis=axis).astype(dtype)
-    _check_typed(getattr(K, name)(x, axis=axis), {x: a}, expected, rtol=1e-6)
+    check_typed(getattr(K, name)(x, axis=axis), {x: a}, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 8, 9, 17])
@@ -225,7 +217,7 @@ def test_dot_partially_known_shapes_and_integers():
     out = K.dot(x, y)
     assert K.int_shape(out) == (None, 3, 2, None)
     a, b = _values((2, 3, 4), "int32", 1), _values((2, 4, 5), "int32", 2)
-    _check_typed(out, {x: a, y: b}, np.dot(a, b).astype(np.int32))
+    check_typed(out, {x: a, y: b}, np.dot(a, b).astype(np.int32))
 
 
 def test_dot_errors():

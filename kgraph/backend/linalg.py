@@ -26,20 +26,22 @@ def _reduce(prim, x, axes, keepdims):
 
 
 # -- reductions ---------------------------------------------------------------------------------
-@keras_api
-def sum(x, axis=None, keepdims=False):
+def _numeric_reduce(prim, x, axis, keepdims, where):
+    """sum/prod: bool tensors count as int32 0/1, as TF's reduce_sum of a cast mask."""
     x = to_tensor(x)
     if x.dtype == "bool":
         x = ew.cast(x, dtype="int32")
-    return _reduce(red.reduce_sum, x, _axes(x, axis, "K.sum"), keepdims)
+    return _reduce(prim, x, _axes(x, axis, where), keepdims)
+
+
+@keras_api
+def sum(x, axis=None, keepdims=False):
+    return _numeric_reduce(red.reduce_sum, x, axis, keepdims, "K.sum")
 
 
 @keras_api
 def prod(x, axis=None, keepdims=False):
-    x = to_tensor(x)
-    if x.dtype == "bool":
-        x = ew.cast(x, dtype="int32")
-    return _reduce(red.reduce_prod, x, _axes(x, axis, "K.prod"), keepdims)
+    return _numeric_reduce(red.reduce_prod, x, axis, keepdims, "K.prod")
 
 
 @keras_api

@@ -148,27 +148,25 @@ def _random_integers(static, shape_value, minval, maxval, dtype, seed, where):
                     low=int(minval), span=span)
 
 
-@keras_api
-def random_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-    where = "K.random_normal"
+def _normal(kind, primitive, where, shape, mean, stddev, dtype, seed):
     dtype = _dtype(dtype, where, floats_only=True)
     mean, stddev = _value_check(mean, where, "mean"), _value_check(stddev, where, "stddev")
     seed = draw_seed(seed, where)
     static, shape_value = shape_argument(shape, where)
-    z = rnd.draw(rnd.random_normal, "normal", seed, static, shape_value, dtype=dtype)
+    z = rnd.draw(primitive, kind, seed, static, shape_value, dtype=dtype)
     return _affine(z, stddev, mean, dtype)
+
+
+@keras_api
+def random_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    return _normal("normal", rnd.random_normal, "K.random_normal", shape, mean, stddev, dtype, seed)
 
 
 @keras_api
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     """Normal values within 2 std of the mean: values beyond are redrawn (not clipped), as TF."""
-    where = "K.truncated_normal"
-    dtype = _dtype(dtype, where, floats_only=True)
-    mean, stddev = _value_check(mean, where, "mean"), _value_check(stddev, where, "stddev")
-    seed = draw_seed(seed, where)
-    static, shape_value = shape_argument(shape, where)
-    z = rnd.draw(rnd.random_truncated_normal, "truncated_normal", seed, static, shape_value, dtype=dtype)
-    return _affine(z, stddev, mean, dtype)
+    return _normal("truncated_normal", rnd.random_truncated_normal, "K.truncated_normal",
+                   shape, mean, stddev, dtype, seed)
 
 
 @keras_api
