@@ -7,7 +7,8 @@ import numpy as np
 
 from .. import config as _config
 from ..config import settings
-from ..graph import Placeholder
+from ..graph import Placeholder, Tensor, node_scope
+from ..graph.ir import reads_after
 from ..runtime import clear_sessions
 
 
@@ -143,7 +144,8 @@ def name_scope(name):
         raise TypeError(f"K.name_scope: name must be a string, got {type(name).__name__}")
     _state.name_scopes.append(name)
     try:
-        yield name
+        with node_scope(name):  # the nodes made inside are named after it in ONNX files
+            yield name
     finally:
         _state.name_scopes.pop()
 
@@ -162,7 +164,26 @@ def eager(func):
 
 @contextlib.contextmanager
 def control_dependencies(control_inputs):
-    # The IR is pure dataflow: everything an output depends on is computed, and state changes
-    # happen only through a function's updates — there is no execution order to constrain
-    # (Keras' Theano and CNTK backends behave the same way).
-    yield
+    """Inside the block, reads of a variable that one of ``control_inputs`` updates see the
+    updated value, as TF orders reads after the ops they depend on: Keras computes each metric's
+    ``total / count`` under the metric's updates.  The IR stays pure data flow — nodes created
+    inside read the update's new-value tensor in place of the variable.  Other tensors impose no
+    order (everything an output depends on is computed anyway)."""
+    from .state import merge_updates
+    updates = [u for u in _flat_control_inputs(control_inputs) if hasattr(u, "_kgraph_update")]
+    new_values = {id(x): new for x, new in merge_updates(updates, "K.control_dependencies")}
+    with reads_after(new_values):
+        yield
+
+
+def _flat_control_inputs(control_inputs):
+    if control_inputs is None:
+        return
+    if isinstance(control_inputs, (list, tuple)):
+        for c in control_inputs:
+            yield from _flat_control_inputs(c)
+    elif isinstance(control_inputs, Tensor):
+        yield control_inputs
+    else:
+        raise TypeError(f"K.control_dependencies: control_inputs must be tensors or update ops "
+                        f"(results of K.update, update_add, ...), got {type(control_inputs).__name__}")

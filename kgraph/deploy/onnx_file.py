@@ -11,7 +11,11 @@ TWO_GB = 2 ** 31
 def export(fn, path, opset=None, training=False):
     """Write ``fn`` as an ONNX file at ``path``, atomically: the file appears complete or not at
     all, and an existing file is replaced only by a model that passed the checker."""
-    model = fn.to_onnx(training=training, opset=opset)
+    return write_model(fn.to_onnx(training=training, opset=opset), path)
+
+
+def write_model(model, path):
+    """Write the ``onnx.ModelProto`` ``model`` at ``path`` as ``export`` does: checked, atomically."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     external = model.ByteSize() > TWO_GB - (1 << 20)

@@ -1,4 +1,5 @@
 """The IR layer: pure data, no ONNX and no Keras argument conventions."""
-from .ir import Constant, Graph, Node, Placeholder, Subgraph, Tensor, Variable, is_source
+from .ir import Constant, Graph, Node, Placeholder, Subgraph, Tensor, Variable, is_source, node_scope
 
-__all__ = ["Constant", "Graph", "Node", "Placeholder", "Subgraph", "Tensor", "Variable", "is_source"]
+__all__ = ["Constant", "Graph", "Node", "Placeholder", "Subgraph", "Tensor", "Variable", "is_source",
+           "node_scope"]

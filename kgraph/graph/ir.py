@@ -5,8 +5,10 @@ from outside the graph) or the output of a ``Node`` (one application of a primit
 tensors with hashable attributes).  A ``Graph`` is the pruned, topologically ordered view of the
 nodes that some outputs depend on; lowering, autodiff and the simplifier all work on it.
 """
+import contextlib
 import hashlib
 import itertools
+import threading
 
 import numpy as np
 
@@ -140,18 +142,62 @@ class Constant(Tensor):
         return self._digest
 
 
+class _Scope(threading.local):
+    current = ""
+
+
+_scope = _Scope()
+
+
+@contextlib.contextmanager
+def node_scope(name):
+    """Nodes created inside carry ``scope`` = the enclosing scopes joined by ``/`` (``K.name_scope``,
+    which Keras wraps around each layer's call): the lowering names ONNX nodes after it, so a file
+    shows which layer each node comes from.  A scope names; it never changes what a graph computes."""
+    outer = _scope.current
+    _scope.current = f"{outer}/{name}" if outer and name else (name or outer)
+    try:
+        yield _scope.current
+    finally:
+        _scope.current = outer
+
+
+class _ReadsAfter(threading.local):
+    substitutions = None  # id(variable) → the tensor its reads see, or None
+
+
+_reads_after = _ReadsAfter()
+
+
+@contextlib.contextmanager
+def reads_after(new_values):
+    """Nodes created inside read ``new_values[id(v)]`` wherever they read variable ``v``: how a
+    read is ordered after an update (``K.control_dependencies``) while the graph stays pure data
+    flow.  Nested blocks see the outer substitutions too."""
+    outer = _reads_after.substitutions
+    _reads_after.substitutions = {**(outer or {}), **new_values} or None
+    try:
+        yield
+    finally:
+        _reads_after.substitutions = outer
+
+
 class Node:
     """One application of ``primitive`` to ``inputs`` with ``attrs``, a dict of hashable values
-    (ints, floats, strings, tuples) — never arrays: those are ``Constant`` inputs."""
+    (ints, floats, strings, tuples) — never arrays: those are ``Constant`` inputs.  ``scope`` is
+    the name scope it was created in (see ``node_scope``)."""
 
-    __slots__ = ("primitive", "inputs", "attrs", "outputs", "subgraphs")
+    __slots__ = ("primitive", "inputs", "attrs", "outputs", "subgraphs", "scope")
 
     def __init__(self, primitive, inputs, attrs, subgraphs=()):
         self.primitive = primitive
-        self.inputs = tuple(inputs)
+        substitutions = _reads_after.substitutions
+        self.inputs = tuple(inputs) if substitutions is None else tuple(
+            substitutions.get(id(t), t) if isinstance(t, Variable) else t for t in inputs)
         self.attrs = attrs
         self.subgraphs = tuple(subgraphs)
         self.outputs = ()
+        self.scope = _scope.current
 
     def __repr__(self):
         return f"<Node {self.primitive.name} {[t.name for t in self.inputs]} {self.attrs}>"

@@ -64,11 +64,13 @@ class LoweringContext:
     def op(self, op_type, *inputs, outputs=1, domain="", name=None, **attrs):
         """Emit one node; return its output name, or a list when ``outputs`` > 1 or a list of hints."""
         hint = self.current.primitive.name if self.current is not None else op_type.lower()
-        out_names = ([self.fresh(o) for o in outputs] if isinstance(outputs, (list, tuple))
-                     else [self.fresh(hint) for _ in range(outputs)])
+        # the name scope the IR node was made in (a Keras layer: "dense_1/MatMul")
+        scope = self.current.scope + "/" if self.current is not None and self.current.scope else ""
+        out_names = ([self.fresh(scope + o) for o in outputs] if isinstance(outputs, (list, tuple))
+                     else [self.fresh(scope + hint) for _ in range(outputs)])
         attrs = {k: v for k, v in attrs.items() if v is not None}
         self.nodes.append(helper.make_node(op_type, [i or "" for i in inputs], out_names,
-                                           name=self.fresh(name or op_type), domain=domain or None,
+                                           name=self.fresh(scope + (name or op_type)), domain=domain or None,
                                            **attrs))
         return out_names[0] if len(out_names) == 1 and not isinstance(outputs, (list, tuple)) else out_names
 
