@@ -3,6 +3,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import dtypes
 from .context import CUSTOM_DOMAIN, DEFAULT_OPSET, LoweringContext, ir_version_for
+from .rules import apply_rules
 from .simplify import apply_plan, merge_duplicate_nodes
 from .simplify import simplify as simplify_graph
 
@@ -44,6 +45,7 @@ def lower_nodes(ctx, graph, simplify=True):
     ctx.current = None
     if simplify:
         merge_duplicate_nodes(ctx)
+        apply_rules(ctx, keep={ctx.lookup(t) for t in graph.outputs})
 
 
 def _rename(nodes, old, new):
