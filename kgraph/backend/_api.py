@@ -9,6 +9,7 @@ from ..config import settings
 from ..graph import Constant, Tensor
 from ..ops import InferError
 from ..ops import elementwise as ew
+from ..ops import shape as sh
 
 
 def keras_api(fn):
@@ -27,10 +28,14 @@ def is_tensor_like(x):
 
 
 def to_tensor(x, dtype=None, where="argument"):
-    """A Tensor as is (cast if ``dtype`` differs); Python/numpy values become constants of
-    ``dtype`` (floatx for Python floats when no dtype is given)."""
+    """What TF's ``convert_to_tensor`` accepts, as a Tensor: a Tensor as is (cast if ``dtype``
+    differs); Python/numpy values as constants of ``dtype`` (floatx for Python floats when no
+    dtype is given); nested lists/tuples holding tensors (``K.prod([K.shape(x)[0], 2])``) stacked
+    along a new leading axis, their Python numbers taking the tensors' dtype."""
     if isinstance(x, Tensor):
         return x if dtype is None or x.dtype == dtype else ew.cast(x, dtype=dtype)
+    if isinstance(x, (list, tuple)) and _holds_tensor(x):
+        return _pack(x, dtype, where)
     if hasattr(x, "toarray") and hasattr(x, "nnz"):  # scipy.sparse
         x = x.toarray()
     arr = np.asarray(x)
@@ -44,6 +49,40 @@ def to_tensor(x, dtype=None, where="argument"):
         else:
             dtype = dtypes.normalize(arr.dtype, where)
     return Constant(arr.astype(dtype))
+
+
+def _holds_tensor(x):
+    return any(isinstance(v, Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v)) for v in x)
+
+
+def _tensor_dtypes(x):
+    for v in x:
+        if isinstance(v, Tensor):
+            yield v.dtype
+        elif isinstance(v, (list, tuple)):
+            yield from _tensor_dtypes(v)
+
+
+def _pack(values, dtype, where):
+    """TF's auto-packing of a (nested) list that holds tensors: every entry converted to one dtype
+    (the tensors' common dtype unless ``dtype`` is given), then stacked."""
+    if not values:
+        raise TypeError(f"{where}: cannot convert an empty nested list to a tensor")
+    if dtype is None:
+        dtype = dtypes.result_type(*_tensor_dtypes(values))
+    parts = [to_tensor(v, dtype, where) for v in values]
+    rank = parts[0].ndim
+    merged = []
+    for dims in zip(*(p.shape for p in parts)):
+        known = {d for d in dims if d is not None}
+        if len(known) > 1:
+            break
+        merged.append(known.pop() if known else None)
+    if any(p.ndim != rank for p in parts) or len(merged) != rank:
+        raise ValueError(f"{where}: cannot stack a list of tensors of shapes "
+                         f"{[p.shape for p in parts]} into one tensor; they must share a shape")
+    parts = [sh.unsqueeze(p, axes=(0,)) for p in parts]
+    return parts[0] if len(parts) == 1 else sh.concat(*parts, axis=0)
 
 
 def to_float_tensor(x, where="argument"):

@@ -1,7 +1,9 @@
 """State and values: variable updates (applied by K.function), reading and writing values."""
+import weakref
+
 import numpy as np
 
-from ..graph import Variable
+from ..graph import Graph, Variable
 from ..ops import elementwise as ew
 from ..ops.debug import print_tensor as _print_tensor
 from ..ops.shape import identity
@@ -33,7 +35,8 @@ def _record(result, x, kind, operand):
 def update(x, new_x):
     _check_variable(x, "K.update")
     new_x = _update_value(x, new_x, "K.update")
-    return _record(new_x if new_x is not x else identity(x), x, "assign", new_x)
+    # a fresh tensor: marking ``new_x`` itself would make every later use of it an update
+    return _record(identity(new_x), x, "assign", new_x)
 
 
 @keras_api
@@ -82,6 +85,25 @@ def merge_updates(updates, where):
             current = (ew.add if kind == "add" else ew.sub)(current, operand)
         merged[id(x)] = (x, current)
     return list(merged.values())
+
+
+def updates_read_by(x):
+    """The update ops among what ``x`` is computed from, in graph order: evaluating ``x`` runs
+    them, as fetching a tensor that reads an assign op runs the assign in TF."""
+    return [t for node in Graph([x]).nodes for t in node.outputs if hasattr(t, "_kgraph_update")]
+
+
+_eval_with_updates = weakref.WeakKeyDictionary()
+
+
+def eval_applying_updates(x, updates):
+    """``K.eval`` of a tensor that reads update ops: the updates apply (on every call, as each
+    ``sess.run`` of an assign op does) and the value is computed from the values before them."""
+    fn = _eval_with_updates.get(x)
+    if fn is None:
+        from ..runtime import Function
+        fn = _eval_with_updates[x] = Function([], [x], merge_updates(updates, "K.eval"), name="eval")
+    return fn([])[0]
 
 
 def get_value(x):

@@ -127,6 +127,10 @@ def eval(x):
         return np.array(x.value)
     if not isinstance(x, Tensor):
         return np.asarray(x)
+    from .state import eval_applying_updates, updates_read_by
+    updates = updates_read_by(x)
+    if updates:
+        return eval_applying_updates(x, updates)
     from .control import eval_tensor
     return eval_tensor(x)
 
