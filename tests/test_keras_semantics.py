@@ -120,3 +120,56 @@ def test_update_does_not_mark_the_new_value_tensor():
     new = K.constant(3.0) + 1.0
     K.update(v, new)
     assert K.eval(new) == 4.0 and K.get_value(v) == 0.0  # evaluating the operand applies nothing
+
+
+# -- indexing with scalar tensors -----------------------------------------------------------------------
+def test_indexing_and_slicing_with_scalar_tensors(rng):
+    x = K.placeholder((5, 3))
+    i = K.placeholder((), dtype="int32")
+    j = K.placeholder((), dtype="int64")
+    exprs = [lambda a, I, J: a[I], lambda a, I, J: a[I:I + 2], lambda a, I, J: a[:, I % 3],
+             lambda a, I, J: a[J:], lambda a, I, J: a[::-1, I % 3], lambda a, I, J: a[I:J:2],
+             lambda a, I, J: a[:J, None, 1], lambda a, I, J: a[..., I % 3]]
+    outs = [e(x, i, j) for e in exprs]
+    assert [o.shape for o in outs] == [(3,), (None, 3), (5,), (None, 3), (5,), (None, 3), (None, 1), (5,)]
+    a = rng.standard_normal((5, 3)).astype("float32")
+    for I, J in [(2, 4), (-1, 1), (0, -1), (-5, 5)]:
+        check(outs, {x: a, i: np.asarray(I, "int32"), j: np.asarray(J, "int64")},
+              [e(a, I, J) for e in exprs])
+
+
+def test_gradient_of_tensor_indexing(rng):
+    i = K.constant(1, dtype="int32")
+    j = K.constant(3, dtype="int64") + 0  # a computed bound: the run-time path
+    check_grad(lambda x: x[i + 0] * 2.0 + K.sum(x[i + 1:j, :], axis=0), [rng.standard_normal((4, 3))])
+    check_grad(lambda x: x[j - 1:0:-1, i + 0], [rng.standard_normal((4, 3))])
+    # second order reaches the gradient primitive's own rule
+    check_grad(lambda x, w: K.gradients(K.sum(x[1:j] * w[1:j]), [x])[0],
+               [rng.standard_normal(4), rng.standard_normal(4)])
+
+
+def test_tensor_indexing_inside_map_fn_foldl_and_rnn_bodies(rng):
+    x = K.placeholder((4, 5))
+    i = K.placeholder((), dtype="int32")
+    seq = K.placeholder((2, 3, 5))
+    mapped = K.map_fn(lambda row: row[i] * 2.0, x)
+    folded = K.foldl(lambda acc, row: acc + row[i:i + 2], x, initializer=K.zeros((2,)))
+    rows = K.map_fn(lambda k: K.sum(x[k]), K.arange(4), dtype="float32")  # the loop's own element
+
+    def step(inp, states):
+        out = inp[:, i] + states[0][:, 0]
+        return out, [K.expand_dims(out)]
+    _, outputs, _ = K.rnn(step, seq, [K.zeros((2, 1))])
+    a, s = rng.standard_normal((4, 5)).astype("float32"), rng.standard_normal((2, 3, 5)).astype("float32")
+    check([mapped, folded, rows, outputs], {x: a, i: np.asarray(3, "int32"), seq: s},
+          [a[:, 3] * 2, a[:, 3:5].sum(0), a.sum(1), np.cumsum(s[:, :, 3], axis=1)], rtol=1e-5, atol=1e-5)
+
+
+def test_bad_index_tensors_are_clear_errors():
+    x = K.placeholder((4, 5))
+    with pytest.raises(TypeError, match="use K.gather"):
+        x[K.placeholder((2,), dtype="int32")]
+    with pytest.raises(TypeError, match="must hold integers"):
+        x[K.placeholder(())]
+    with pytest.raises(TypeError, match="slice step"):
+        x[::K.constant(2, dtype="int32")]

@@ -1,7 +1,7 @@
 """Python operators on tensors (installed on ``Tensor`` by ``kgraph.backend``)."""
 import numpy as np
 
-from ..graph import Tensor
+from ..graph import Constant, Tensor
 from ..ops import elementwise as ew
 from ..ops import linalg
 from ..ops import shape as sh
@@ -59,12 +59,10 @@ def matmul(x, y):
 
 
 def getitem(x, key):
-    """numpy basic indexing: ints, slices (any step), None and ``...``."""
+    """numpy basic indexing: ints, slices (any step), None and ``...``; an index or slice bound
+    may be a scalar integer tensor (``x[i]``, ``x[i:j]``), as TF allows."""
     key = key if isinstance(key, tuple) else (key,)
-    for k in key:
-        if isinstance(k, (Tensor, list, np.ndarray)):
-            raise TypeError(f"tensor {x.name!r}: only ints, slices, None and ... index a tensor; "
-                            f"use K.gather for index tensors")
+    key = tuple(_index_entry(x, k) for k in key)
     if sum(k is Ellipsis for k in key) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
     used = sum(k is not None and k is not Ellipsis for k in key)
@@ -83,7 +81,14 @@ def getitem(x, key):
             new_axes.append(out_axis)
             out_axis += 1
             continue
-        if isinstance(k, (int, np.integer)):
+        if isinstance(k, Tensor):  # a run-time index: the one-element slice [k, k + 1)
+            starts.append(k)
+            ends.append(ew.where(ew.equal(k, ew.scalar_like(-1, k)), ew.scalar_like(_INT64_MAX, k),
+                                 ew.add(k, ew.scalar_like(1, k))))
+            steps.append(1)
+            axes.append(axis)
+            squeeze_axes.append(axis)
+        elif isinstance(k, (int, np.integer)):
             k = int(k)
             dim = x.shape[axis]
             if dim is not None and not -dim <= k < dim:
@@ -105,10 +110,54 @@ def getitem(x, key):
         axis += 1
     out = x
     if axes:
-        out = sh.slice_(out, starts=tuple(starts), ends=tuple(ends), axes=tuple(axes), steps=tuple(steps))
+        if any(isinstance(b, Tensor) for b in starts + ends):
+            out = _runtime_slice(x, starts, ends, axes, steps, squeeze_axes)
+        else:
+            out = sh.slice_(out, starts=tuple(starts), ends=tuple(ends), axes=tuple(axes), steps=tuple(steps))
     if squeeze_axes:
         out = sh.squeeze(out, axes=tuple(squeeze_axes))
     if new_axes:
         out = sh.unsqueeze(out, axes=tuple(new_axes))
     return out
 
+
+_INT64_MAX = np.iinfo(np.int64).max
+_INT64_MIN = np.iinfo(np.int64).min
+
+
+def _index_entry(x, k):
+    """One entry of an index, with scalar integer tensors as int64 scalars (also as slice bounds)."""
+    if isinstance(k, slice):
+        if isinstance(k.step, Tensor):
+            raise TypeError(f"tensor {x.name!r}: a slice step must be a Python int, got a tensor")
+        return slice(_scalar_index(x, k.start), _scalar_index(x, k.stop), k.step)
+    return _scalar_index(x, k)
+
+
+def _scalar_index(x, k):
+    if isinstance(k, (list, np.ndarray)) or (isinstance(k, Tensor) and k.shape not in ((), (1,))):
+        raise TypeError(f"tensor {x.name!r}: only ints, slices, None, ... and scalar integer tensors "
+                        f"index a tensor; use K.gather for index tensors")
+    if not isinstance(k, Tensor):
+        return k
+    if k.dtype not in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"):
+        raise TypeError(f"tensor {x.name!r}: an index tensor must hold integers, got {k.dtype}")
+    k = k if k.dtype == "int64" else ew.cast(k, dtype="int64")
+    return k if k.ndim == 0 else sh.squeeze(k, axes=(0,))
+
+
+def _runtime_slice(x, starts, ends, axes, steps, index_axes):
+    """Slices some of whose bounds are tensors: Python bounds become int64 constants (None: the
+    open end for the step's direction), static lengths survive where every bound is an int."""
+    def bound(b, step, is_start):
+        if b is None:
+            b = (0 if step > 0 else _INT64_MAX) if is_start else (_INT64_MAX if step > 0 else _INT64_MIN)
+        return b if isinstance(b, Tensor) else Constant(np.asarray(b, dtype=np.int64))
+    lengths = []
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        dim = x.shape[a]
+        static = not isinstance(s, Tensor) and not isinstance(e, Tensor) and dim is not None
+        lengths.append(1 if a in index_axes else len(range(*slice(s, e, st).indices(dim))) if static else None)
+    start_vec = sh.concat(*[sh.unsqueeze(bound(s, st, True), axes=(0,)) for s, st in zip(starts, steps)], axis=0)
+    end_vec = sh.concat(*[sh.unsqueeze(bound(e, st, False), axes=(0,)) for e, st in zip(ends, steps)], axis=0)
+    return sh.slice_runtime(x, start_vec, end_vec, axes=tuple(axes), steps=tuple(steps), lengths=tuple(lengths))

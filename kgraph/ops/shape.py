@@ -351,14 +351,19 @@ def _(ctx, node, g, like):
         for axis, s0, e0 in zip(a["axes"], starts, ends):
             pads[axis], pads[rank + axis] = s0, in_shape[axis] - e0
         return ctx.op("Pad", g, ctx.int64s(pads))
-    # general case: slice an index grid the same way, then scatter into zeros
+    return _scatter_into_slice(ctx, g, like, node.outputs[0].dtype, lambda grid: ctx.op(
+        "Slice", grid, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(steps)))
+
+
+def _scatter_into_slice(ctx, g, like, dtype, take_slice):
+    """The adjoint of any slice: slice an index grid shaped like ``like`` the same way, then
+    scatter ``g`` into zeros at the indices picked."""
     shape = ctx.op("Shape", like)
-    dtype = node.outputs[0].dtype
     zeros = ctx.op("Expand", ctx.const(np.zeros((1,), dtype)), shape)
     size = ctx.op("ReduceProd", shape, keepdims=0)
     flat = ctx.op("Range", ctx.scalar(0, np.int64), size, ctx.scalar(1, np.int64))
     grid = ctx.op("Reshape", flat, shape)
-    picked = ctx.op("Slice", grid, ctx.int64s(starts), ctx.int64s(ends), ctx.int64s(a["axes"]), ctx.int64s(steps))
+    picked = take_slice(grid)
     flat_zeros = ctx.op("Reshape", zeros, ctx.int64s([-1]))
     idx = ctx.op("Reshape", picked, ctx.int64s([-1]))
     upd = ctx.op("Reshape", g, ctx.int64s([-1]))
@@ -371,3 +376,56 @@ def _(ctx, node, g, like):
 def _(node, g):
     a = node.attrs
     return [slice_(g, starts=a["starts"], ends=a["ends"], axes=a["axes"], steps=a["steps"]), None]
+
+
+slice_runtime = Primitive("slice_runtime")  # numpy slicing with run-time int64 ``starts``/``ends``
+
+
+@slice_runtime.infer
+def _(x, starts, ends, axes, steps, lengths):
+    """``lengths``: the static length of each sliced axis, None where only run time knows it."""
+    for name, t in (("starts", starts), ("ends", ends)):
+        if t.dtype != "int64" or t.shape != (len(axes),):
+            raise InferError(f"slice: {name} must be an int64 vector of {len(axes)} entries, got "
+                             f"{t.dtype} of shape {t.shape}")
+    out = list(x.shape)
+    for a, st, n in zip(axes, steps, lengths):
+        if not 0 <= a < x.ndim or st == 0:
+            raise InferError(f"slice: invalid axis {a} or step {st} for shape {x.shape}")
+        out[a] = n
+    return tuple(out), x.dtype
+
+
+@slice_runtime.lower
+def _(ctx, node, x, starts, ends):
+    a = node.attrs
+    return ctx.op("Slice", x, starts, ends, ctx.int64s(a["axes"]), ctx.int64s(a["steps"]))
+
+
+@slice_runtime.vjp
+def _(node, g):
+    x, starts, ends = node.inputs
+    return [slice_runtime_grad(g, x, starts, ends, axes=node.attrs["axes"], steps=node.attrs["steps"]),
+            None, None]
+
+
+slice_runtime_grad = Primitive("slice_runtime_grad")  # ``g`` scattered into zeros like ``like``
+
+
+@slice_runtime_grad.infer
+def _(g, like, starts, ends, axes, steps):
+    return like.shape, g.dtype
+
+
+@slice_runtime_grad.lower
+def _(ctx, node, g, like, starts, ends):
+    a = node.attrs
+    return _scatter_into_slice(ctx, g, like, node.outputs[0].dtype, lambda grid: ctx.op(
+        "Slice", grid, starts, ends, ctx.int64s(a["axes"]), ctx.int64s(a["steps"])))
+
+
+@slice_runtime_grad.vjp
+def _(node, g):
+    inner, like, starts, ends = node.inputs
+    lengths = tuple(inner.shape[a] for a in node.attrs["axes"])
+    return [slice_runtime(g, starts, ends, lengths=lengths, **node.attrs), None, None, None]
