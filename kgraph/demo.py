@@ -2,7 +2,7 @@
 ``K.function``, export it for inference and for training, and run the exported file on a fresh
 ONNX Runtime session.
 
-    kgraph demo [--out DIR] [--epochs N]      # or: python -m kgraph.cli demo
+    kgraph demo [--out DIR] [--epochs N] [--force]     # or: python -m kgraph demo
 
 The data are built in and seeded: Gaussian blobs whose labels come from a fixed random *teacher*
 network, so the classes are learnable but not linearly separable.  The optimizers below are
@@ -16,6 +16,7 @@ import numpy as np
 
 import kgraph
 import kgraph.backend as K
+import kgraph.deploy
 from kgraph.deploy import write_model_card
 
 
@@ -141,12 +142,41 @@ def teacher_blobs(n, n_features=8, n_classes=3, seed=0):
 
 
 # -- the demo ---------------------------------------------------------------------------------
+OUTPUT_FILES = ("mlp.onnx", "mlp_train_step.onnx", "mlp.md")
+
+
+def prepare_output(out_dir, force=False):
+    """Make sure the demo can write its files before it trains: ``out_dir`` is (or can be made)
+    a writable folder, and none of its outputs exists unless ``force``.  Raises ``ValueError``
+    naming the problem."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} is a file, expected a folder for the demo's outputs")
+    existing = [name for name in OUTPUT_FILES if os.path.exists(os.path.join(out_dir, name))]
+    if existing and not force:
+        raise ValueError(f"{', '.join(os.path.join(out_dir, n) for n in existing)} already "
+                         f"exist{'s' if len(existing) == 1 else ''} (use --force to overwrite)")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create the output folder {out_dir}: {error.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"the output folder {out_dir} is not writable")
+
+
 def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=512, hidden=(32, 32),
-        lr=0.01, seed=0, log=print):
+        lr=0.01, seed=0, log=print, force=True):
     """Train, export, reload, compare.  Returns a dict of what happened (losses, accuracies,
-    paths, the agreement between kgraph and the exported file)."""
+    paths, the agreement between kgraph and the exported file).  Bad arguments and an output
+    that cannot be written raise ``ValueError`` before any training."""
     import onnx
     import onnxruntime as ort
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    prepare_output(out_dir, force=force)
 
     x_all, y_all = teacher_blobs(n_train + n_test, seed=seed)
     x_train, y_train = x_all[:n_train], y_all[:n_train]
@@ -185,17 +215,14 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
     accuracy = float(np.mean(probs.argmax(1) == y_test.argmax(1)))
     log(f"trained in {train_seconds:.2f} s; test accuracy (kgraph) {accuracy:.3f}")
 
-    os.makedirs(out_dir, exist_ok=True)
-    model_path = kgraph.export(predict, os.path.join(out_dir, "mlp.onnx"))
-    step_path = kgraph.export(train_step, os.path.join(out_dir, "mlp_train_step.onnx"), training=True)
-    card_path = write_model_card(onnx.load(model_path), os.path.join(out_dir, "mlp.md"), model_path,
+    model_path = kgraph.export(predict, os.path.join(out_dir, "mlp.onnx"), force=force)
+    step_path = kgraph.export(train_step, os.path.join(out_dir, "mlp_train_step.onnx"), training=True, force=force)
+    card_path = write_model_card(onnx.load(model_path), os.path.join(out_dir, "mlp.md"), model_path, force=force,
                                  name="kgraph demo MLP", description=f"MLP {'-'.join(map(str, sizes))} trained "
                                  f"with Adam on synthetic teacher data; test accuracy {accuracy:.3f}.")
     log(f"exported {model_path} (inference), {step_path} (training step) and {card_path} (model card)")
 
-    quiet = ort.SessionOptions()
-    quiet.log_severity_level = 3  # ORT warns that initializers-with-defaults are not constants
-    sess = ort.InferenceSession(model_path, quiet, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     (input_name,), (output_name,) = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
     exported_probs = sess.run([output_name], {input_name: x_test})[0]
     exported_accuracy = float(np.mean(exported_probs.argmax(1) == y_test.argmax(1)))
@@ -204,10 +231,11 @@ def run(out_dir="kgraph-demo", epochs=20, batch_size=64, n_train=2048, n_test=51
     log(f"{os.path.basename(model_path)} on a fresh onnxruntime session: test accuracy "
         f"{exported_accuracy:.3f}, predictions agree with kgraph on {agreement:.1%} of samples "
         f"(max |difference| {max_difference:.2e})")
-    # the training-step file steps on plain onnxruntime: its variables default to the trained
-    # values, so its loss on a batch is kgraph's loss at the current parameters
-    step_sess = ort.InferenceSession(step_path, quiet, providers=["CPUExecutionProvider"])
-    batch = {"features": x_test[:batch_size], "labels": y_test[:batch_size]}
+    # the training-step file steps on plain onnxruntime from the state stored in it (the trained
+    # values), so its loss on a batch is kgraph's loss at the current parameters
+    step_sess = ort.InferenceSession(step_path, providers=["CPUExecutionProvider"])
+    batch = {"features": x_test[:batch_size], "labels": y_test[:batch_size],
+             **kgraph.deploy.initial_state(onnx.load(step_path))}
     step_loss = float(step_sess.run([step_sess.get_outputs()[0].name], batch)[0])
     kgraph_loss = float(evaluate_loss([batch["features"], batch["labels"]])[0])
     log(f"{os.path.basename(step_path)} on a fresh onnxruntime session: one step on a test batch, "

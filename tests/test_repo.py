@@ -41,5 +41,14 @@ def test_the_wheel_ships_the_templates(tmp_path):
                     "-w", str(tmp_path), ROOT], check=True, cwd=tmp_path)
     (wheel,) = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
     names = zipfile.ZipFile(os.path.join(tmp_path, wheel)).namelist()
-    assert "kgraph/templates/model_card.md.j2" in names
+    for template in os.listdir(os.path.join(ROOT, "templates")):
+        assert f"kgraph/templates/{template}" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_pyproject_lists_every_package():
+    import setuptools
+    found = set(setuptools.find_packages(ROOT, include=["kgraph*"]))
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        listed = set(re.findall(r'"(kgraph[\w.]*)"', f.read().split("[tool.setuptools.package-dir]")[0]))
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

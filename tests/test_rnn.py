@@ -8,6 +8,7 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 import kgraph.backend as K
+from kgraph.deploy import initial_state
 from kgraph.ops import elementwise as ew
 from kcheck import check, check_grad, evaluate
 
@@ -347,7 +348,7 @@ def test_rnn_training_step_updates_variables():
     # the exported training step runs on a fresh onnxruntime session and on onnx.reference
     onnx.checker.check_model(model, full_check=True)
     names = [i.name for i in model.graph.input]
-    feeds = {names[0]: x, names[1]: h0}
+    feeds = {names[0]: x, names[1]: h0, **initial_state(model)}  # the variables' values at export
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, feeds)
     ref = ReferenceEvaluator(model).run(None, feeds)

@@ -1,51 +1,34 @@
 """A model card (Markdown) for an exported ONNX model, from ``templates/model_card.md.j2``."""
 import os
-import tempfile
-
-import jinja2
-import numpy as np
-import onnx
 
 from .. import __version__
+from .files import write_atomic
+from .signature import shape_text, summarize
+from .templates import render
 
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("kgraph", "templates"), keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined, autoescape=False)
 
-
-def _value(info):
-    t = info.type.tensor_type
-    dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in t.shape.dim]
-    return {"name": info.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
-            "shape": "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"}
+def _rows(values):
+    return [{"name": v["name"], "dtype": v["dtype"], "shape": shape_text(v["shape"])} for v in values]
 
 
 def model_card(model, filename="model.onnx", name=None, description=""):
-    """Markdown describing ``model`` (an ``onnx.ModelProto``): its inputs, outputs, size, opset."""
-    initializer_names = {i.name for i in model.graph.initializer}
-    training = any(o.name.endswith(":new") for o in model.graph.output)
-    return _templates.get_template("model_card.md.j2").render(
+    """Markdown describing ``model`` (an ``onnx.ModelProto``): its signature, opset, ops,
+    parameters, and how to run, deploy and serve it."""
+    summary = summarize(model)
+    training = summary["kind"] == "training step"
+    return render(
+        "model_card.md.j2",
         name=name or model.graph.name, description=description or model.doc_string,
-        kgraph_version=__version__, opset=model.opset_import[0].version, ir_version=model.ir_version,
-        training=training, filename=os.path.basename(filename),
-        inputs=[_value(i) for i in model.graph.input if training or i.name not in initializer_names],
-        outputs=[_value(o) for o in model.graph.output],
-        parameters=int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer)),
-        initializers=len(model.graph.initializer),
-        functions=[f"{f.domain}::{f.name}" for f in model.functions])
+        kgraph_version=__version__, producer=summary["producer"],
+        opset=summary["opset_imports"].get("ai.onnx"), opsets=summary["opset_imports"],
+        ir_version=model.ir_version, training=training, filename=os.path.basename(filename),
+        inputs=_rows(summary["inputs"]), outputs=_rows(summary["outputs"]),
+        ops=summary["ops"], parameters=summary["parameters"], parameter_bytes=summary["parameter_bytes"],
+        initializers=summary["initializers"],
+        functions=[f"{f['domain']}::{f['name']}" for f in summary["functions"]])
 
 
-def write_model_card(model, path, onnx_filename, **kwargs):
-    """Write ``model_card(...)`` to ``path`` atomically (complete or not at all)."""
-    text = model_card(model, filename=onnx_filename, **kwargs)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kgraph-", suffix=".md.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+def write_model_card(model, path, onnx_filename, force=True, **kwargs):
+    """Write ``model_card(...)`` to ``path`` atomically, mode 0644 (``force=False``: never over
+    an existing file)."""
+    return write_atomic(path, model_card(model, filename=onnx_filename, **kwargs), force=force)

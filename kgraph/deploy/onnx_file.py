@@ -1,28 +1,38 @@
 """Writing compiled functions as ONNX files (the model itself comes from ``Function.to_onnx``)."""
 import os
-import tempfile
 
 import onnx
+import onnx.inliner
+from onnx import numpy_helper
+
+from .files import FILE_MODE, check_writable, temporary_path
+
+TWO_GB = 2 ** 31  # protobuf's hard limit on one message: past it, weights go to external data
 
 
-TWO_GB = 2 ** 31
+def export(fn, path, opset=None, training=False, inline_functions=False, external_data_threshold=None,
+           force=True):
+    """Write ``fn`` as an ONNX file at ``path``, atomically and with mode 0644: the file appears
+    complete or not at all, and an existing file is replaced only by a model that passed the
+    checker (``force=False``: not at all).
 
-
-def export(fn, path, opset=None, training=False):
-    """Write ``fn`` as an ONNX file at ``path``, atomically: the file appears complete or not at
-    all, and an existing file is replaced only by a model that passed the checker."""
-    return write_model(fn.to_onnx(training=training, opset=opset), path)
-
-
-def write_model(model, path):
-    """Write the ``onnx.ModelProto`` ``model`` at ``path`` as ``export`` does: checked, atomically."""
+    * ``training``: the training step itself (see ``Function.to_onnx``).
+    * ``inline_functions``: expand model-local functions (CTC) into plain ONNX ops, for engines
+      that cannot read local functions (OpenVINO).
+    * ``external_data_threshold``: model size in bytes past which the weights go to
+      ``<path>.data`` beside the file (default: just under 2 GiB, protobuf's limit).
+    """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    external = model.ByteSize() > TWO_GB - (1 << 20)
+    check_writable(path, force=force)
+    model = fn.to_onnx(training=training, opset=opset)
+    if inline_functions:
+        model = inline_local_functions(model)
+    threshold = TWO_GB - (1 << 20) if external_data_threshold is None else external_data_threshold
+    external = model.ByteSize() > threshold
     if not external:  # a model past 2 GB cannot be checked in memory: checked as saved below
         onnx.checker.check_model(model, full_check=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kgraph-", suffix=".onnx.tmp", dir=directory)
-    os.close(fd)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = temporary_path(path, ".onnx.tmp")
     data_name = os.path.basename(path) + ".data"
     tmp_data = os.path.join(directory, data_name + ".tmp")
     try:
@@ -32,9 +42,11 @@ def write_model(model, path):
                             location=data_name + ".tmp", size_threshold=1024)
             onnx.checker.check_model(tmp, full_check=True)
             _retarget_external_data(tmp, data_name)
+            os.chmod(tmp_data, FILE_MODE)
             os.replace(tmp_data, os.path.join(directory, data_name))
         else:
             onnx.save_model(model, tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         for leftover in (tmp, tmp_data):
@@ -42,6 +54,44 @@ def write_model(model, path):
                 os.remove(leftover)
         raise
     return path
+
+
+def inline_local_functions(model):
+    """``model`` with every call of a model-local function replaced by the function's body, and
+    the then-unused function definitions and custom-domain opset import dropped."""
+    inlined = onnx.inliner.inline_local_functions(model)
+    used = {n.domain for n in _all_nodes(inlined.graph)} | {"", "ai.onnx"}
+    kept = [o for o in inlined.opset_import if o.domain in used]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    del inlined.functions[:]
+    return inlined
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _all_nodes(g)
+
+
+def initial_state(model):
+    """``{variable input name: numpy array}``: the values a training-step file's variables had
+    at export, from its ``TrainingInfoProto`` initialization graph (``Function.to_onnx``)."""
+    state = {}
+    for info in model.training_info:
+        values = {t.name: numpy_helper.to_array(t) for t in info.initialization.initializer}
+        produced = {n.output[0]: n.input[0] for n in info.initialization.node if n.op_type == "Identity"}
+        for binding in info.initialization_binding:
+            source = produced.get(binding.value, binding.value)
+            if source not in values:
+                raise ValueError(f"the initial state of {binding.key!r} is not a stored tensor "
+                                 f"(initialization output {binding.value!r})")
+            state[binding.key] = values[source]
+    return state
 
 
 def _retarget_external_data(model_path, location):

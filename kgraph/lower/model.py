@@ -1,7 +1,7 @@
 """The lowering pass: IR graph → ``onnx.ModelProto`` (and IR subgraph → ``GraphProto`` for bodies)."""
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import dtypes
+from .. import __version__, dtypes
 from .context import CUSTOM_DOMAIN, DEFAULT_OPSET, LoweringContext, ir_version_for
 from .rules import apply_rules
 from .simplify import apply_plan, merge_duplicate_nodes
@@ -141,7 +141,7 @@ def lower_model(inputs, outputs, *, input_names, output_names, variables=(), var
     opsets = [helper.make_opsetid("", opset)]
     if ctx.functions:
         opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
-    model = helper.make_model(g, opset_imports=opsets, producer_name="kgraph",
+    model = helper.make_model(g, opset_imports=opsets, producer_name="kgraph", producer_version=__version__,
                               functions=list(ctx.functions.values()), doc_string=doc or "")
     model.ir_version = ir_version_for(opset)
     return model

@@ -241,10 +241,10 @@ class Function:
 
         * ``training=False`` (inference): variables frozen into initializers, inputs and outputs
           named after the K tensors, unknown dims as named symbolic dims.
-        * ``training=True``: the step itself — each variable is a graph input whose initializer of
-          the same name holds its current value (an ONNX initializer-with-default: the model runs
-          without variable feeds, and a feed overrides it); each updated variable's new value is
-          an output named ``<variable>:new``.  Plain onnxruntime steps it by feeding those back.
+        * ``training=True``: the step itself — each variable is a graph input, its current value
+          kept in the file as ONNX's initial training state (``training_info[0].initialization``,
+          read with ``kgraph.deploy.initial_state``); each updated variable's new value is an
+          output named ``<variable>:new``.  Plain onnxruntime steps it by feeding those back.
 
         Placeholders with defaults (the learning phase) become initializers-with-defaults too, so
         a served model runs in inference mode unless told otherwise.
@@ -374,10 +374,28 @@ def function_to_onnx(fn, training=False, opset=None):
         output_names=names[n_in + n_var:],
         frozen=[] if training else fn.variables, opset=opset or fn.opset,
         graph_name=fn.name, dim_names=lambda name, i: f"{name}_dim{i}",
-        variable_defaults=training,
         doc=f"kgraph {'training step' if training else 'inference'} export of function {fn.name!r}")
     # placeholders with defaults (the learning phase) become initializers-with-defaults too,
     # so a served model runs in inference mode without being fed them
     for p, name in zip(fn.defaults, names[len(fn.inputs):n_in]):
         model.graph.initializer.append(onnx.numpy_helper.from_array(p.default.astype(p.dtype), name))
+    if training and variables:
+        model.training_info.append(_initial_state(variables, names[n_in:n_in + n_var]))
     return model
+
+
+def _initial_state(variables, names):
+    """The variables' current values as ONNX's own record of a training state's start: a
+    ``TrainingInfoProto`` whose initialization graph outputs them, bound to the variable inputs.
+    They are not initializers of the main graph, because an initializer that is also a graph
+    input makes onnxruntime warn at every load ("Initializer ... appears in graph inputs")."""
+    initializers = [onnx.numpy_helper.from_array(v.numpy(), f"{name}:initial") for v, name in zip(variables, names)]
+    nodes = [onnx.helper.make_node("Identity", [f"{name}:initial"], [name], name=f"initial/{name}")
+             for name in names]
+    outs = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(v.dtype)),
+                                               list(v.shape)) for v, name in zip(variables, names)]
+    info = onnx.TrainingInfoProto()
+    info.initialization.CopyFrom(onnx.helper.make_graph(nodes, "initial_state", [], outs, initializer=initializers))
+    for name in names:
+        info.initialization_binding.add(key=name, value=name)
+    return info
