@@ -27,6 +27,14 @@ def export(fn, path, opset=None, training=False, inline_functions=False, externa
     model = fn.to_onnx(training=training, opset=opset)
     if inline_functions:
         model = inline_local_functions(model)
+    return write_model(model, path, external_data_threshold=external_data_threshold, force=force)
+
+
+def write_model(model, path, external_data_threshold=None, force=True):
+    """Write the ModelProto ``model`` at ``path`` after ``onnx.checker`` (full check) passes:
+    atomically, mode 0644; weights go to ``<path>.data`` past ``external_data_threshold`` bytes."""
+    path = os.fspath(path)
+    check_writable(path, force=force)
     threshold = TWO_GB - (1 << 20) if external_data_threshold is None else external_data_threshold
     external = model.ByteSize() > threshold
     if not external:  # a model past 2 GB cannot be checked in memory: checked as saved below

@@ -31,8 +31,9 @@ def export_keras(model, path, opset=None, training=False):
 
     * ``training=False``: the inference graph (learning phase 0, weights frozen in).
     * ``training=True``: the compiled training step; the model must be compiled.  Each weight and
-      optimizer slot is an input whose initializer of the same name holds its current value, and
-      its new value an output ``<name>:new``; the outputs ``model.metrics_names`` come first.
+      optimizer slot is a required input (its value at export is in the file's TrainingInfoProto
+      initialization: ``kgraph.deploy.initial_state``) and its new value an output ``<name>:new``;
+      the outputs ``model.metrics_names`` come first.
     """
     _check_model(model)
     opset = opset or DEFAULT_OPSET

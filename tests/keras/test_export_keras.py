@@ -134,9 +134,10 @@ def test_training_export_steps_like_train_on_batch(tmp_path):
     assert outputs[:2] == model.metrics_names == ["loss", "accuracy"]
     x = _rng(5).random((7, 8, 8, 3), dtype=np.float32)
     y = np.eye(3, dtype=np.float32)[np.arange(7) % 3]
-    # fed: the data, targets and sample weights; the learning phase defaults to training, every
-    # weight and optimizer slot to its value at export
-    feeds = {"conv2d_1_input": x, "dense_1_target": y, "dense_1_sample_weights": np.ones(7, np.float32)}
+    # fed: the data, targets and sample weights, and every weight and optimizer slot at its value
+    # at export (the file's TrainingInfoProto initialization); the learning phase defaults to training
+    feeds = {"conv2d_1_input": x, "dense_1_target": y, "dense_1_sample_weights": np.ones(7, np.float32),
+             **kgraph.deploy.initial_state(proto)}
     got = dict(zip(outputs, _session(path).run(None, feeds)))
     loss, accuracy = model.train_on_batch(x, y)
     np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
