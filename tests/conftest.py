@@ -7,17 +7,22 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def _in_keras_env():
+# tests/<name>/ runs inside its own environment (tools/test_env.py): collected directly there,
+# and from any other environment through tests/test_second_envs.py, which builds that environment
+SECOND_ENVS = {"keras": ("keras", "2.3.1"), "serve": ("nvidia-pytriton", None)}  # name: (package, version)
+
+
+def in_env(name):
+    from importlib.metadata import PackageNotFoundError, version
+    package, wanted = SECOND_ENVS[name]
     try:
-        from importlib.metadata import version
-        return version("keras") == "2.3.1"
-    except Exception:
+        found = version(package)
+    except PackageNotFoundError:
         return False
+    return wanted is None or found == wanted
 
 
-# tests/keras/ runs inside the Keras 2.3.1 environment (numpy < 1.24): collected directly there,
-# and from any other environment through tests/test_keras.py, which builds that environment
-collect_ignore = [] if _in_keras_env() else ["keras"]
+collect_ignore = [name for name in SECOND_ENVS if not in_env(name)]
 
 
 @pytest.fixture(autouse=True)
