@@ -11,7 +11,7 @@ import sys
 
 from .common import UsageError
 
-SUBCOMMANDS = ("demo", "inspect", "codegen", "card", "deploy")
+SUBCOMMANDS = ("demo", "inspect", "codegen", "card", "deploy", "convert")
 
 
 def build_parser():
