@@ -11,7 +11,7 @@ from .reduce import reduce_sum
 from .shape import transpose
 
 
-def _float_unary(name, onnx_op, float_attrs=()):
+def _float_unary(name, onnx_op, float_attrs=(), lower=None):
     prim = Primitive(name)
 
     @prim.infer
@@ -22,14 +22,40 @@ def _float_unary(name, onnx_op, float_attrs=()):
 
     @prim.lower
     def _(ctx, node, x):
+        if lower is not None:
+            return lower(ctx, node, x)
         return ctx.op(onnx_op, x, **{k: float(node.attrs[k]) for k in float_attrs})
 
     return prim
 
 
+def _lower_elu(ctx, node, x):
+    # ONNX Runtime's Elu takes exp(x) - 1 in float32 with its own exp: up to 1597 ulps off next to
+    # 0 (cancellation) and 1 ulp off elsewhere, so Keras's selu (scale * K.elu(x, alpha)) missed
+    # its float32 value by 2 ulps.  The negative branch is expm1 in float64 through Kahan's
+    # (u - 1) * x / log(u), u = e^x (exact to float32 rounding), then alpha times it in x's dtype:
+    # TF's K.elu is where(x > 0, elu(x), alpha * elu(x)), in that order.
+    from onnx import TensorProto
+    dtype = node.inputs[0].dtype
+    wide = x if dtype == "float64" else ctx.op("Cast", x, to=TensorProto.DOUBLE)
+    # below -40 expm1 is -1 in float64 already; the clip keeps e^x from underflowing to 0, where
+    # Kahan's form would give -0, and from overflowing on the positive side that Where drops
+    negative = ctx.op("Clip", wide, ctx.scalar(-40.0, "float64"), ctx.scalar(0.0, "float64"))
+    u = ctx.op("Exp", negative)
+    one = ctx.scalar(1.0, "float64")
+    kahan = ctx.op("Div", ctx.op("Mul", ctx.op("Sub", u, one), negative), ctx.op("Log", u))
+    expm1 = ctx.op("Where", ctx.op("Equal", u, one), negative, kahan)  # |x| < 2^-53: expm1(x) = x
+    if dtype != "float64":
+        expm1 = ctx.op("Cast", expm1, to=dtypes.to_onnx(dtype))
+    alpha = float(node.attrs["alpha"])
+    if alpha != 1.0:
+        expm1 = ctx.op("Mul", expm1, ctx.scalar(alpha, dtype))
+    return ctx.op("Where", ctx.op("Greater", x, ctx.scalar(0.0, dtype)), x, expm1)
+
+
 relu = _float_unary("relu", "Relu")
 leaky_relu = _float_unary("leaky_relu", "LeakyRelu", ("alpha",))  # x > 0 ? x : alpha x
-elu = _float_unary("elu", "Elu", ("alpha",))                    # x > 0 ? x : alpha (e^x - 1)
+elu = _float_unary("elu", "Elu", ("alpha",), _lower_elu)        # x > 0 ? x : alpha (e^x - 1)
 softsign = _float_unary("softsign", "Softsign")                   # x / (1 + |x|)
 hard_sigmoid = _float_unary("hard_sigmoid", "HardSigmoid", ("alpha", "beta"))
 
