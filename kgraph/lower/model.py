@@ -48,16 +48,20 @@ def lower_nodes(ctx, graph, simplify=True):
         apply_rules(ctx, keep={ctx.lookup(t) for t in graph.outputs})
 
 
-def _rename(nodes, old, new):
-    """Rename a value everywhere it appears, nested bodies included (they read outer names)."""
+def _rename(nodes, mapping):
+    """Rename values everywhere they appear, nested bodies included (they read outer names).  One
+    pass for all renames: a pass per output made lowering quadratic (66 s of DenseNet121's
+    train function, 972 outputs × 18k nodes)."""
     for n in nodes:
-        n.input[:] = [new if i == old else i for i in n.input]
-        n.output[:] = [new if o == old else o for o in n.output]
+        if any(i in mapping for i in n.input):
+            n.input[:] = [mapping.get(i, i) for i in n.input]
+        if any(o in mapping for o in n.output):
+            n.output[:] = [mapping.get(o, o) for o in n.output]
         for a in n.attribute:
             if a.g.node:
-                _rename(a.g.node, old, new)
+                _rename(a.g.node, mapping)
             for g in a.graphs:
-                _rename(g.node, old, new)
+                _rename(g.node, mapping)
 
 
 def _bind_outputs(ctx, outputs, out_names, sources):
@@ -71,10 +75,11 @@ def _bind_outputs(ctx, outputs, out_names, sources):
         if value in sources or value in renamed.values() or value not in computed:
             ctx.nodes.append(helper.make_node("Identity", [value], [name], name=ctx.fresh("output")))
         else:
-            _rename(ctx.nodes, value, name)
             ctx.values[id(t)] = name
             renamed[value] = name
         infos.append(value_info(name, t.shape, t.dtype))
+    # the Identity nodes added above read sources, uncomputed values or new names: none is renamed
+    _rename(ctx.nodes, renamed)
     return infos
 
 
