@@ -44,8 +44,7 @@ def convert(h5_path, onnx_path, opset=None, training=False, custom_objects=None,
     opset = _check_opset(opset)
     _check_input(h5_path)
     check_writable(onnx_path, force=force)
-    custom_objects = resolve_custom_objects(custom_objects)
-    keras = _import_keras()
+    keras = _import_keras()  # before the custom objects: their modules import Keras
     if keras is None:  # imported with another backend: convert in a fresh interpreter
         return _convert_in_subprocess(h5_path, onnx_path, opset, training, custom_objects, force)
     model = load(h5_path, custom_objects, training)
@@ -61,12 +60,12 @@ def load(h5_path, custom_objects=None, compile=False):
     training configuration when ``compile``)."""
     h5_path = os.fspath(h5_path)
     _check_input(h5_path)
-    custom_objects = resolve_custom_objects(custom_objects)
     keras = _import_keras()
     if keras is None:
         raise RuntimeError(f"kgraph.keras.convert: Keras was imported in this process with the "
                            f"{_loaded_backend()!r} backend; load {h5_path} with "
                            f"KERAS_BACKEND={KGRAPH_BACKEND} in a fresh process")
+    custom_objects = resolve_custom_objects(custom_objects)
     has_training_config = _check_keras_file(h5_path)
     if compile and not has_training_config:
         raise ValueError(f"{h5_path} has no training configuration (it was saved from a model that "
@@ -99,8 +98,11 @@ def resolve_custom_objects(custom_objects):
         try:
             obj = importlib.import_module(module_name)
         except ImportError as error:
-            raise ValueError(f"custom object {spec!r}: cannot import module {module_name!r} "
-                             f"({error}); is it on PYTHONPATH?") from None
+            if error.name == module_name:
+                raise ValueError(f"custom object {spec!r}: cannot import module {module_name!r} "
+                                 f"({error}); is it on PYTHONPATH?") from None
+            raise ValueError(f"custom object {spec!r}: importing module {module_name!r} failed "
+                             f"({type(error).__name__}: {error})") from None
         for part in qualname.split("."):
             if not hasattr(obj, part):
                 raise ValueError(f"custom object {spec!r}: module {module_name!r} has no "
@@ -154,8 +156,10 @@ def _import_keras():
 def _convert_in_subprocess(h5_path, onnx_path, opset, training, custom_objects, force):
     command = [sys.executable, "-m", "kgraph", "convert", h5_path, "-o", onnx_path, "--opset", str(opset)]
     command += ["--training"] * bool(training) + ["--force"] * bool(force)
-    specs = []
-    for name, obj in custom_objects.items():
+    if isinstance(custom_objects, str):
+        custom_objects = [custom_objects]
+    specs = [] if isinstance(custom_objects or {}, dict) else list(custom_objects)
+    for name, obj in (custom_objects.items() if isinstance(custom_objects, dict) else ()):
         module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
         if not module or module == "__main__" or "<locals>" in qualname or qualname.split(".")[-1] != name:
             raise RuntimeError(
