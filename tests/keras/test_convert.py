@@ -342,3 +342,57 @@ def test_existing_output_needs_force_and_bad_options_are_refused(tmp_path, capsy
     x = _rng(3).random((7, 3), dtype=np.float32)
     np.testing.assert_allclose(_run_onnx(target, x), model.predict(x), rtol=1e-5, atol=1e-6)
     assert sorted(os.listdir(tmp_path)) == ["m.h5", "m.onnx"]
+
+
+# -- a process whose Keras already runs on another backend --------------------------------------
+OTHER_BACKEND = '''
+"""Another Keras backend: kgraph's functions under another module name (Keras picks a backend
+once, at import, so kgraph cannot load a model in this process)."""
+import collections
+import collections.abc
+
+for _name in ("Iterable", "Mapping", "Sequence", "Container"):
+    setattr(collections, _name, getattr(collections.abc, _name))
+import kgraph.backend as _kgraph_backend
+
+globals().update({k: v for k, v in vars(_kgraph_backend).items() if not k.startswith("__")})
+'''
+
+OTHER_PROCESS = '''
+import sys
+import keras
+from keras.layers import Layer
+from kgraph.keras.convert import convert
+
+assert sys.modules["keras.backend.load_backend"]._BACKEND == "other_backend"
+
+
+class Local(Layer):
+    pass
+
+
+try:
+    convert("dense.h5", "refused.onnx", custom_objects={"Local": Local})
+except RuntimeError as error:
+    print("refused:", error)
+print("wrote", convert("dense.h5", "dense.onnx"))
+'''
+
+
+def test_a_process_with_keras_on_another_backend_converts_in_a_fresh_one(tmp_path):
+    rng = _rng(4)
+    w, b = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=3).astype("float32")
+    config = {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": [
+        _dense_config("dense_1", 3, "softmax", batch_input_shape=[None, 4], dtype="float32")]}}
+    _write_tf_keras_file(tmp_path / "dense.h5", config, [("dense_1", [("dense_1/kernel:0", w), ("dense_1/bias:0", b)])],
+                         "2.2.4", "bytes")
+    (tmp_path / "other_backend.py").write_text(OTHER_BACKEND)
+    (tmp_path / "other_process.py").write_text(OTHER_PROCESS)
+    env = {**os.environ, "KERAS_BACKEND": "other_backend", "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "other_process.py"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "refused: " in result.stdout and "cannot import custom object 'Local'" in result.stdout
+    assert "wrote dense.onnx" in result.stdout and not (tmp_path / "refused.onnx").exists()
+    _checked(tmp_path / "dense.onnx")
+    x = _rng(5).normal(size=(7, 4)).astype("float32")
+    np.testing.assert_allclose(_run_onnx(tmp_path / "dense.onnx", x), _softmax(x @ w + b), rtol=1e-5, atol=1e-6)
