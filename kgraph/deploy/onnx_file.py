@@ -37,11 +37,13 @@ def write_model(model, path, external_data_threshold=None, force=True):
     check_writable(path, force=force)
     threshold = TWO_GB - (1 << 20) if external_data_threshold is None else external_data_threshold
     external = model.ByteSize() > threshold
-    if not external:  # a model past 2 GB cannot be checked in memory: checked as saved below
-        onnx.checker.check_model(model, full_check=True)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = temporary_path(path, ".onnx.tmp")
     data_name = os.path.basename(path) + ".data"
+    if external:  # the weights file is an output too: same rules, checked before any work
+        check_writable(os.path.join(directory, data_name), force=force)
+    else:  # a model past 2 GB cannot be checked in memory: checked as saved below
+        onnx.checker.check_model(model, full_check=True)
+    tmp = temporary_path(path, ".onnx.tmp")
     tmp_data = os.path.join(directory, data_name + ".tmp")
     try:
         if external:
