@@ -154,7 +154,9 @@ def _import_keras():
 
 
 def _convert_in_subprocess(h5_path, onnx_path, opset, training, custom_objects, force):
-    command = [sys.executable, "-m", "kgraph", "convert", h5_path, "-o", onnx_path, "--opset", str(opset)]
+    # absolute paths: a relative name starting with "-" would read as an option
+    command = [sys.executable, "-m", "kgraph", "convert", os.path.abspath(h5_path),
+               "-o", os.path.abspath(onnx_path), "--opset", str(opset)]
     command += ["--training"] * bool(training) + ["--force"] * bool(force)
     if isinstance(custom_objects, str):
         custom_objects = [custom_objects]
