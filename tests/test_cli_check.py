@@ -2,6 +2,7 @@
 local function): every engine's reported difference is recomputed here by running onnxruntime,
 onnx.reference and OpenVINO directly."""
 import json
+import os
 import subprocess
 import sys
 
@@ -142,6 +143,9 @@ def test_bad_inputs_exit_2_with_clear_messages(models, tmp_path):
     assert wrong.returncode == 2 and "'features' is float32 (2, 5)" in wrong.stderr and "(features_dim0, 4)" in wrong.stderr
     bad_dim = kgraph_cli("check", models["mlp"].path, "--dim", "seq=4")
     assert bad_dim.returncode == 2 and "seq" in bad_dim.stderr and "features_dim0" in bad_dim.stderr
+    threads = subprocess.run([sys.executable, "-m", "kgraph", "check", models["mlp"].path], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "KGRAPH_NUM_THREADS": "many"})
+    assert threads.returncode == 2 and "KGRAPH_NUM_THREADS" in threads.stderr and "'many'" in threads.stderr
 
 
 def test_an_engine_that_is_not_installed_names_its_extra(models):

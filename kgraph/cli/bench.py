@@ -3,6 +3,7 @@ import json
 import sys
 import time
 
+from .check import check_thread_setting
 from .common import UsageError, add_model_argument, load_model, non_negative_int, positive_int
 
 BENCH_ENGINES = ("ort", "openvino", "reference")
@@ -45,6 +46,7 @@ def run(args):
 
     from ..deploy.engines import EngineError, get_engine, parse_dims, random_feeds
 
+    check_thread_setting()
     try:
         engine = get_engine(args.engine)
         engine.check_device(args.device)

@@ -43,6 +43,16 @@ def _tolerance(text):
     return value
 
 
+def check_thread_setting():
+    """A bad KGRAPH_NUM_THREADS is bad input (exit 2), not an engine failing the check."""
+    from ..runtime.session import intra_op_threads
+
+    try:
+        intra_op_threads()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def engine_names(text):
     """The engines to run, ``ort`` (the baseline) first; ``None`` for the default set."""
     from ..deploy.engines import ENGINES, EngineError
@@ -100,9 +110,10 @@ def load_feeds(path, model):
 
 
 def _first_line(error):
-    text = str(error).strip() or type(error).__name__
-    lines = [line for line in text.splitlines() if line.strip()]
-    return f"{type(error).__name__}: " + (" / ".join(lines[:3]) if len(lines) <= 3 else " / ".join(lines[:3]) + " ...")
+    """The error as one short line: engines' messages run to many lines of C++ context."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " / ".join(lines[:3]) + (" ..." if len(lines) > 3 else "")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _run_engine(engine, model, feeds):
@@ -127,6 +138,7 @@ def run(args):
 
     from ..deploy.engines import ENGINES, compare, parse_dims, random_feeds, within
 
+    check_thread_setting()
     names = engine_names(args.engines)
     model = load_model(args.model)
     if args.inputs:
@@ -193,6 +205,9 @@ def _text(report, names):
             lines.append(f"  {name:<10} {output}: max |diff| {o['max_abs_diff']:.3g}, max rel "
                          f"{o['max_rel_diff']:.3g}  {'ok' if o['ok'] else 'FAIL'}{note}")
     verdict = "ok" if report["ok"] else "FAILED"
-    lines.append(f"{verdict}: {', '.join(names[1:]) or 'no other engine'} against ort, "
-                 f"rtol {report['rtol']:g}, atol {report['atol']:g}")
+    if len(names) == 1:
+        lines.append(f"{verdict}: only ort ran, nothing compared")
+    else:
+        lines.append(f"{verdict}: {', '.join(names[1:])} against ort, rtol {report['rtol']:g}, "
+                     f"atol {report['atol']:g}")
     return "\n".join(lines)
