@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 
 from ..deploy.onnx_file import write_model
-from ..graph import Constant, Graph, Placeholder, Subgraph, Tensor
+from ..graph import Constant, Graph, Placeholder, Tensor
+from ..rewrite import specialize
 from ..lower import DEFAULT_OPSET, lower_model
 
 BATCH_DIM = "batch"
@@ -94,50 +95,6 @@ def training_model(model, opset=DEFAULT_OPSET):
     _add_metadata(proto, model, "training step")
     proto.doc_string = f"kgraph training-step export of Keras model {model.name!r}"
     return proto
-
-
-# -- specializing the graph to constant placeholders ------------------------------------------
-def specialize(outputs, constants):
-    """``outputs`` rebuilt with each placeholder ``p`` in ``constants`` (``id(p)`` → ``Constant``)
-    replaced, and each ``where`` whose condition became a constant scalar replaced by the branch
-    it selects.  Rebuilt nodes keep the name scope of the node they replace; nodes that read
-    nothing replaced are shared, not copied."""
-    new = dict(constants)
-    for node in Graph(outputs).nodes:
-        reads = list(node.inputs) + [c for g in node.subgraphs for c in g.captures]
-        if not any(id(t) in new for t in reads):
-            continue
-        inputs = [new.get(id(t), t) for t in node.inputs]
-        chosen = _selected_branch(node, inputs)
-        if chosen is not None:
-            new[id(node.outputs[0])] = chosen
-            continue
-        subgraphs = tuple(_specialize_captures(g, new) for g in node.subgraphs)
-        result = node.primitive.bind(inputs, dict(node.attrs), subgraphs)
-        results = (result,) if isinstance(result, Tensor) else tuple(result)
-        results[0].node.scope = node.scope
-        for old, repl in zip(node.outputs, results):
-            new[id(old)] = repl
-    return [new.get(id(t), t) for t in outputs]
-
-
-def _selected_branch(node, inputs):
-    """The branch a ``where`` with a constant scalar condition selects, when it is already the
-    value the node computes (same static shape and dtype: no broadcasting left to do)."""
-    if node.primitive.name != "where" or not isinstance(inputs[0], Constant) or inputs[0].value.size != 1:
-        return None
-    chosen = inputs[1] if bool(inputs[0].value.reshape(())) else inputs[2]
-    out = node.outputs[0]
-    if chosen.shape != out.shape or chosen.dtype != out.dtype:
-        return None
-    return chosen
-
-
-def _specialize_captures(sub, new):
-    if not any(id(c) in new for c in sub.captures):
-        return sub
-    pairs = {id(c): new[id(c)] for c in sub.captures if id(c) in new}
-    return Subgraph(sub.inputs, specialize(sub.outputs, pairs), [new.get(id(c), c) for c in sub.captures])
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ applied.  The per-call path is kept to a feed check, one C-level run and the wri
 Variable placement, chosen per function:
 
 * *fed* — variables are session inputs, their current arrays fed each call.  Used by functions
-  that update variables (training steps) and by ``K.eval``.
+  that update variables (training steps) and by ``K.eval``.  The variables such a function reads
+  but never updates (Keras's ``lr``, ``momentum``) are baked in as constants instead, so the
+  graph rewrites of ``kgraph.rewrite`` fold them (``0 * m`` is gone); a change to one rebuilds the
+  session, and a function whose baked values keep changing stops baking.
 * *frozen* — variables are initializers, so ONNX Runtime can constant-fold and pre-pack them
   (~10-30% faster for dense layers).  Used by functions without updates (prediction).  When a
   variable changes, the session is rebuilt on the next call; a function whose variables keep
@@ -22,12 +25,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ..graph import Graph, Variable
+from ..graph import Constant, Graph, Variable
 from ..lower import DEFAULT_OPSET, lower_model
+from ..rewrite import specialize
 from . import session as sessions
 from .device import resolve_device
 
-# a frozen function rebuilt after fewer calls than this since its last build goes *fed*
+# a function rebuilt for new variable values after fewer calls than this since its last build
+# stops specializing to them (frozen goes fed; fed stops baking its read-only variables)
 MIN_CALLS_PER_REBUILD = 50
 
 
@@ -155,6 +160,9 @@ class Function:
         self.updates = updates
         self.graph = graph = Graph(self.outputs + [new for _, new in updates])
         self.variables = graph.variables
+        self.read_only = [v for v in self.variables if id(v) not in updated]
+        # only steps bake: a function without updates (K.eval) is rebuilt for nothing it computes
+        self.bake_read_only = bool(updates)
         not_fed = [p for p in graph.placeholders if all(p is not i for i in self.inputs)]
         self.defaults = [p for p in not_fed if p.default is not None]
         missing = [p for p in not_fed if p.default is None]
@@ -179,36 +187,52 @@ class Function:
         self._build()
 
     # -- compilation ------------------------------------------------------------------
-    def _lower(self, frozen):
+    def _lower(self, outputs, frozen):
         all_inputs = self.inputs + self.defaults
-        fed_vars = [] if frozen else self.variables
         return lower_model(
-            all_inputs, self.fetches + [new for _, new in self.updates],
+            all_inputs, outputs,
             input_names=[f"in{i}" for i in range(len(all_inputs))],
             output_names=[f"out{i}" for i in range(self.n_fetches + len(self.updates))],
-            variables=fed_vars, variable_names=[f"var{i}" for i in range(len(fed_vars))],
+            variables=self.fed_variables, variable_names=[f"var{i}" for i in range(len(self.fed_variables))],
             frozen=self.variables if frozen else (), opset=self.opset, graph_name=self.name)
 
     def _build(self):
         frozen = self.mode == "frozen"
+        baked = [] if frozen or not self.bake_read_only else self.read_only
+        baked_ids = {id(v) for v in baked}
+        self.fed_variables = [] if frozen else [v for v in self.variables if id(v) not in baked_ids]
+        outputs = specialize(self.fetches + [new for _, new in self.updates],
+                             {id(v): Constant(v.numpy(), name=v.name) for v in baked})
+        # values that a rebuild specializes the session to: all variables when frozen
+        self._watched = self.variables if frozen else baked
+        self._versions = [v.version for v in self._watched]
+        self._writes_seen = Variable.writes if self._watched else None
         if frozen:
-            sess = sessions.create_session(self._lower(True), self.device)
-            self._writes_seen = Variable.writes
-            self._versions = [v.version for v in self.variables]
-        else:
-            key = ("fed", self.opset, self.graph.signature(inputs=self.inputs + self.defaults))
-            sess = sessions.cached_session(key, lambda: self._lower(False), self.device)
+            sess = sessions.create_session(self._lower(outputs, True), self.device)
+        else:  # constants are keyed by content: functions baked to the same values share a session
+            key = ("fed", self.opset, Graph(outputs).signature(inputs=self.inputs + self.defaults,
+                                                               variables=self.fed_variables))
+            sess = sessions.cached_session(key, lambda: self._lower(outputs, False), self.device)
         self.session = sess
+        self._session_outputs = outputs
         self._calls_since_build = 0
         executor = ResidentExecutor if self.mode == "resident" else NumpyExecutor
         self._executor = executor(self, sess)
 
+    def session_model(self):
+        """The ``onnx.ModelProto`` this function's session runs now (inputs ``in<i>`` then fed
+        variables ``var<i>``; outputs ``out<i>``): for inspection, benchmarks and tests."""
+        return self._lower(self._session_outputs, self.mode == "frozen")
+
     def _variables_changed(self):
         self._writes_seen = Variable.writes
-        if [v.version for v in self.variables] == self._versions:
+        if [v.version for v in self._watched] == self._versions:
             return
         if self._calls_since_build < MIN_CALLS_PER_REBUILD:
-            self.mode = "fed"  # values change too often for frozen sessions to pay off
+            # values change too often for sessions specialized to them to pay off
+            if self.mode == "frozen":
+                self.mode = "fed"
+            self.bake_read_only = False
         self._build()
 
     # -- calling ------------------------------------------------------------------------
@@ -263,8 +287,8 @@ class NumpyExecutor:
         base = len(fn.inputs)
         self.default_feeds = {f"in{base + i}": np.asarray(p.default, dtype=p.dtype)
                               for i, p in enumerate(fn.defaults)}
-        self.var_names = [] if fn.mode == "frozen" else [f"var{i}" for i in range(len(fn.variables))]
-        self.variables = fn.variables
+        self.variables = fn.fed_variables
+        self.var_names = [f"var{i}" for i in range(len(self.variables))]
         self.out_names = [f"out{i}" for i in range(fn.n_fetches + len(fn.updates))]
         self.targets = [v for v, _ in fn.updates]
         self.n_out = fn.n_fetches
@@ -301,7 +325,7 @@ class ResidentExecutor:
         self.names = [f"in{i}" for i in range(len(fn.inputs))]
         base = len(fn.inputs)
         self.default_feeds = [(f"in{base + i}", np.asarray(p.default, dtype=p.dtype)) for i, p in enumerate(fn.defaults)]
-        self.var_names = [f"var{i}" for i in range(len(fn.variables))]
+        self.var_names = [f"var{i}" for i in range(len(fn.fed_variables))]
         self.out_names = [f"out{i}" for i in range(fn.n_fetches)]
         self.update_names = [f"out{fn.n_fetches + i}" for i in range(len(fn.updates))]
         self.targets = [v for v, _ in fn.updates]
@@ -327,7 +351,7 @@ class ResidentExecutor:
             binding.bind_cpu_input(name, x)
         for name, x in self.default_feeds:
             binding.bind_cpu_input(name, x)
-        current = [self.to_device(v) for v in self.fn.variables]
+        current = [self.to_device(v) for v in self.fn.fed_variables]
         for name, value in zip(self.var_names, current):
             binding.bind_ortvalue_input(name, value)
         for name in self.out_names:
