@@ -107,6 +107,31 @@ def _patch_saving(saving):
         setattr(saving, name, load)
 
 
+# -- keras/layers/core.py -------------------------------------------------------------------------
+def _patch_core_layers(core):
+    if not keras_uses_kgraph() or getattr(core, "_kgraph", False):
+        return
+    core._kgraph = True
+    original = core.Lambda.compute_output_shape
+
+    # core.py:667-691: a Lambda without output_shape infers its shape by calling itself on
+    # placeholders only for TensorFlow and CNTK, and otherwise assumes the input's shape (wrong
+    # for keras_applications/resnet_common.py:233, whose Reshape then fails).  kgraph tensors
+    # have static shapes too, so it takes the same path.
+    def compute_output_shape(self, input_shape):
+        if self._output_shape is not None:
+            return original(self, input_shape)
+        import kgraph.backend as K
+        if isinstance(input_shape, list):
+            dtypes = self._input_dtypes or [None] * len(input_shape)
+            x = self.call([K.placeholder(shape=s, dtype=d) for s, d in zip(input_shape, dtypes)])
+        else:
+            x = self.call(K.placeholder(shape=input_shape, dtype=self._input_dtypes))
+        return [K.int_shape(e) for e in x] if isinstance(x, list) else K.int_shape(x)
+    compute_output_shape.__doc__ = original.__doc__
+    core.Lambda.compute_output_shape = compute_output_shape
+
+
 def _text_as_bytes(value):
     """h5py 2's reading of a text attribute: bytes, and arrays of bytes."""
     if isinstance(value, str):
@@ -171,6 +196,7 @@ _AFTER_IMPORT = {
     "keras.backend.load_backend": _patch_backend,
     "keras.utils.io_utils": _patch_io_utils,
     "keras.engine.saving": _patch_saving,
+    "keras.layers.core": _patch_core_layers,
 }
 
 
