@@ -11,7 +11,7 @@ import sys
 
 from .common import UsageError
 
-SUBCOMMANDS = ("demo", "inspect", "codegen", "card", "deploy", "convert", "check", "bench", "view")
+SUBCOMMANDS = ("demo", "inspect", "codegen", "card", "deploy", "convert", "check", "bench", "view", "serve")
 
 
 def build_parser():
