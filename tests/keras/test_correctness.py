@@ -19,10 +19,243 @@ def test_selu_is_keras_formula_to_float32_rounding():
     x = np.concatenate([np.linspace(-20, 5, 20001), -np.logspace(-40, 1.5, 2001),
                         np.logspace(-40, 38, 201), [0.0, -0.0, -1e4, -3e38]]).astype(np.float32)
     # TF's K.elu: where(x > 0, elu(x), alpha * elu(x)), each step rounded to float32
-    elu = np.where(x > 0, x, np.expm1(x.astype(np.float64)).astype(np.float32))
+    elu = np.where(x > 0, x, np.expm1(np.minimum(x, 0).astype(np.float64)).astype(np.float32))
     expected = np.float32(SELU_SCALE) * np.where(x > 0, elu, np.float32(SELU_ALPHA) * elu)
     got = K.eval(activations.selu(K.constant(x)))
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
     model = models.Sequential([layers.Activation("selu", input_shape=(x.size,))])
     np.testing.assert_array_equal(model.predict(x[None])[0], expected)
+
+
+# -- BatchNormalization ---------------------------------------------------------------------------
+# keras/layers/normalization.py: training phase normalizes with the batch's mean and (biased)
+# variance; inference with the moving statistics; fit moves them towards the batch's mean and
+# unbiased variance (n / (n - (1 + epsilon)), normalization.py:192-194) by 1 - momentum.
+EPS, MOMENTUM = 1e-3, 0.99
+
+
+def _bn_train(x, gamma, beta, axes):
+    mean, var = x.mean(axes, keepdims=True), x.var(axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + EPS) * gamma + beta
+
+
+def _bn_infer(x, gamma, beta, moving_mean, moving_var):
+    return (x - moving_mean) / np.sqrt(moving_var + EPS) * gamma + beta
+
+
+def _bn_delta(moving_mean, moving_var, x, axes):
+    """What one batch subtracts from the moving mean and variance."""
+    n = np.prod([x.shape[a] for a in axes])
+    mean, var = x.mean(axes), x.var(axes) * n / (n - (1 + EPS))
+    return (moving_mean - mean) * (1 - MOMENTUM), (moving_var - var) * (1 - MOMENTUM)
+
+
+def _bn_weights(bn, rng):
+    c = bn.get_weights()[0].shape[0]
+    weights = [rng.uniform(0.5, 2, c), rng.normal(size=c), rng.normal(size=c), rng.uniform(0.5, 2, c)]
+    bn.set_weights([w.astype(np.float32) for w in weights])
+    return weights  # gamma, beta, moving mean, moving variance
+
+
+def _phases(model):
+    f = K.function(model.inputs + [K.learning_phase()], model.outputs)
+    return lambda xs, phase: f(list(xs) + [phase])
+
+
+def _bn_model(case):
+    """(model, the BatchNormalization layer, input shapes, (axes reduced, the layer's input of
+    each model input as a function of it), trains) for each way Keras users apply the layer."""
+    if case == "plain":
+        bn = layers.BatchNormalization(input_shape=(4,))
+        return models.Sequential([bn]), bn, [(4,)], (0,), True
+    if case == "functional_axis1":
+        inp = layers.Input((3, 5))
+        bn = layers.BatchNormalization(axis=1)
+        return models.Model(inp, bn(inp)), bn, [(3, 5)], (0, 2), True
+    if case == "time_distributed":
+        bn = layers.BatchNormalization()
+        inp = layers.Input((3, 4))
+        return models.Model(inp, layers.TimeDistributed(bn)(inp)), bn, [(3, 4)], "td", True
+    if case == "training_true":
+        inp = layers.Input((4,))
+        bn = layers.BatchNormalization()
+        return models.Model(inp, bn(inp, training=True)), bn, [(4,)], (0,), True
+    if case == "not_trainable":
+        bn = layers.BatchNormalization(trainable=False, input_shape=(4,))
+        return models.Sequential([bn]), bn, [(4,)], (0,), False
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["plain", "functional_axis1", "time_distributed", "training_true",
+                                  "not_trainable"])
+def test_batch_normalization_forward_in_both_phases_and_moving_statistics(case):
+    rng = np.random.default_rng(3)
+    model, bn, shapes, axes, updates_moving = _bn_model(case)
+    gamma, beta, mm, mv = _bn_weights(bn, rng)
+    x = rng.normal(1.0, 2.0, (6,) + shapes[0]).astype(np.float32)
+    flat, axes = (x.reshape(-1, x.shape[-1]), (0,)) if axes == "td" else (x, axes)
+    bshape = [1] * flat.ndim
+    channel = bn.axis % flat.ndim
+    bshape[channel] = -1
+    g, b, m, v = (w.reshape(bshape) for w in (gamma, beta, mm, mv))
+    trained, inferred = _bn_train(flat, g, b, axes).reshape(x.shape), _bn_infer(flat, g, b, m, v).reshape(x.shape)
+    run = _phases(model)
+    np.testing.assert_allclose(run([x], 1)[0], trained, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run([x], 0)[0], trained if case == "training_true" else inferred,
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict(x), trained if case == "training_true" else inferred,
+                               rtol=1e-4, atol=1e-5)
+
+    model.compile(keras.optimizers.SGD(0.0), "mse")  # lr 0: only the moving statistics move
+    loss = model.train_on_batch(x, np.zeros_like(x))
+    assert np.isfinite(loss)
+    d_mean, d_var = _bn_delta(mm, mv, flat, axes)
+    new = bn.get_weights()
+    np.testing.assert_allclose(new[0], gamma, rtol=1e-6)
+    if updates_moving:
+        np.testing.assert_allclose(new[2], mm - d_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(new[3], mv - d_var, rtol=1e-5, atol=1e-6)
+    else:  # a frozen layer's updates are not the model's (base_layer.py: Layer.updates)
+        np.testing.assert_allclose(new[2:], [mm, mv], rtol=1e-6)
+
+
+def test_shared_batch_normalization_moves_once_per_call():
+    rng = np.random.default_rng(4)
+    bn = layers.BatchNormalization()
+    a, b = layers.Input((4,)), layers.Input((4,))
+    model = models.Model([a, b], layers.Add()([bn(a), bn(b)]))
+    gamma, beta, mm, mv = _bn_weights(bn, rng)
+    xa, xb = rng.normal(0, 1, (5, 4)).astype(np.float32), rng.normal(2, 3, (5, 4)).astype(np.float32)
+    run = _phases(model)
+    np.testing.assert_allclose(run([xa, xb], 1)[0], _bn_train(xa, gamma, beta, 0) + _bn_train(xb, gamma, beta, 0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run([xa, xb], 0)[0], _bn_infer(xa, gamma, beta, mm, mv) + _bn_infer(xb, gamma, beta, mm, mv),
+                               rtol=1e-4, atol=1e-5)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model.fit([xa, xb], np.zeros_like(xa), batch_size=5, epochs=1, verbose=0)
+    # both calls' updates in one step, each delta from the step's starting value (TF's
+    # assign_sub of deltas that read the variable before either assignment)
+    (dma, dva), (dmb, dvb) = _bn_delta(mm, mv, xa, (0,)), _bn_delta(mm, mv, xb, (0,))
+    new = bn.get_weights()
+    np.testing.assert_allclose(new[2], mm - dma - dmb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new[3], mv - dva - dvb, rtol=1e-5, atol=1e-6)
+
+
+# -- floatx ---------------------------------------------------------------------------------------
+@pytest.fixture(params=["keras", "kgraph"])
+def set_floatx(request):
+    """keras.backend.set_floatx lives in keras/backend/common.py; kgraph's is K.set_floatx."""
+    setter = KB.set_floatx if request.param == "keras" else K.set_floatx
+    yield setter
+    K.set_floatx("float32")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_set_floatx_sets_every_default_dtype(set_floatx, dtype):
+    set_floatx(dtype)
+    assert K.floatx() == KB.floatx() == dtype
+    made = {"variable": K.variable(1.0), "placeholder": K.placeholder((2,)), "constant": K.constant(1.0),
+            "zeros": K.zeros((2,)), "ones": K.ones((2,)), "eye": K.eye(2),
+            "random_normal": K.random_normal((2,)), "random_uniform": K.random_uniform((2,)),
+            "truncated_normal": K.truncated_normal((2,)), "random_binomial": K.random_binomial((2,)),
+            "random_normal_variable": K.random_normal_variable((2,), 0, 1),
+            "random_uniform_variable": K.random_uniform_variable((2,), 0, 1),
+            "cast_to_floatx": K.constant(K.cast_to_floatx(np.ones(2)))}
+    assert {name: K.dtype(t) for name, t in made.items()} == {name: dtype for name in made}
+    for name in ("variable", "zeros", "random_normal", "random_uniform"):
+        assert K.eval(made[name]).dtype == np.dtype(dtype), name
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_keras_layers_built_after_set_floatx_compute_in_it(set_floatx, dtype):
+    set_floatx(dtype)
+    model = models.Sequential([layers.Dense(3, activation="tanh", input_shape=(4,)), layers.Dense(2)])
+    model.compile("sgd", "mse")
+    weights = model.get_weights()
+    assert [w.dtype for w in weights] == [np.dtype(dtype)] * 4
+    x = np.random.default_rng(5).random((3, 4))
+    got = model.predict(x)
+    assert got.dtype == np.dtype(dtype)
+    w1, b1, w2, b2 = (w.astype(np.float64) for w in weights)
+    expected = np.tanh(x.astype(dtype).astype(np.float64) @ w1 + b1) @ w2 + b2
+    if dtype == "float64":  # float64 all through: float32 rounding would show at 1e-8
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-2)
+    assert np.isfinite(model.train_on_batch(x, np.zeros((3, 2))))
+
+
+# -- static shapes --------------------------------------------------------------------------------
+_P = (3, 4)  # a placeholder's per-sample shape in the sweep below
+_SHAPE_SWEEP = {
+    "repeat_elements_1": lambda x: K.repeat_elements(x, 2, axis=1),
+    "repeat_elements_2": lambda x: K.repeat_elements(x, 3, axis=2),
+    "repeat_elements_batch": lambda x: K.repeat_elements(x, 2, axis=0),
+    "repeat": lambda x: K.repeat(K.batch_flatten(x), 2),
+    "tile": lambda x: K.tile(x, (1, 2, 3)),
+    "reshape": lambda x: K.reshape(x, (-1, 2, 6)),
+    "reshape_from_shape": lambda x: K.reshape(x, K.stack([K.shape(x)[0], 12])),
+    "reshape_from_concat": lambda x: K.reshape(x, K.concatenate([K.shape(x)[:1], K.constant([2, 6], dtype="int32")])),
+    "batch_flatten": K.batch_flatten,
+    "flatten": K.flatten,
+    "permute_dimensions": lambda x: K.permute_dimensions(x, (0, 2, 1)),
+    "transpose": K.transpose,
+    "expand_dims": lambda x: K.expand_dims(x, 1),
+    "squeeze": lambda x: K.squeeze(K.expand_dims(x, -1), -1),
+    "concatenate": lambda x: K.concatenate([x, x * 2], axis=-1),
+    "stack": lambda x: K.stack([x, x], axis=1),
+    "one_hot": lambda x: K.one_hot(K.cast(x[:, 0], "int32"), 5),
+    "reverse": lambda x: K.reverse(x, 1),
+    "slice": lambda x: K.slice(x, (0, 1, 0), (-1, 2, 3)),
+    "getitem": lambda x: x[:, 1:, ::2],
+    "temporal_padding": lambda x: K.temporal_padding(x, (1, 2)),
+    "spatial_2d_padding": lambda x: K.spatial_2d_padding(K.expand_dims(x), ((1, 0), (0, 2))),
+    "resize_images": lambda x: K.resize_images(K.expand_dims(x), 2, 3, "channels_last"),
+    "dot": lambda x: K.dot(x, K.ones((4, 5))),
+    "batch_dot": lambda x: K.batch_dot(x, x, axes=(2, 2)),
+    "sum": lambda x: K.sum(x, axis=1),
+    "mean_keepdims": lambda x: K.mean(x, axis=-1, keepdims=True),
+    "max": lambda x: K.max(x, axis=(1, 2)),
+    "argmax": lambda x: K.argmax(x, axis=-1),
+    "gather": lambda x: K.gather(K.ones((7, 2)), K.cast(x[:, 0], "int32")),
+    "cumsum": lambda x: K.cumsum(x, axis=1),
+    "softmax": K.softmax,
+    "l2_normalize": lambda x: K.l2_normalize(x, axis=-1),
+    "bias_add": lambda x: K.bias_add(x, K.ones((4,))),
+    "switch": lambda x: K.switch(K.greater(x, 0), x, -x),
+    "in_train_phase": lambda x: K.in_train_phase(x * 2, x),
+    "dropout": lambda x: K.dropout(x, 0.5),
+    "conv1d": lambda x: K.conv1d(x, K.ones((2, 4, 5))),
+    "pool2d": lambda x: K.pool2d(K.expand_dims(x), (2, 2), (1, 2)),
+    "rnn": lambda x: K.rnn(lambda i, s: (i * 2, s), x, [K.sum(x, axis=1)])[1],
+    "map_fn": lambda x: K.map_fn(lambda r: r * 2, x),
+    "arange_like": lambda x: x + K.cast(K.arange(4), K.floatx()),
+    "zeros_like": K.zeros_like,
+    "cast": lambda x: K.cast(x, "float64"),
+    "square_of_sum": lambda x: K.square(K.sum(x, axis=0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SHAPE_SWEEP))
+def test_k_functions_set_the_static_shape_keras_reads(name):
+    """K.int_shape (and _keras_shape where set) is what the numbers have: a dim fixed by the
+    input's known dims is known, and only the batch's dims are None."""
+    fn = _SHAPE_SWEEP[name]
+    x = K.placeholder((None,) + _P)
+    y = fn(x)
+    f = K.function([x], [y])
+    rng = np.random.default_rng(6)
+    small, large = (f([rng.random((n,) + _P, dtype=np.float32) * 3])[0].shape for n in (2, 5))
+    expected = tuple(a if a == b else None for a, b in zip(small, large))
+    assert len(small) == len(large) and K.int_shape(y) == expected
+    assert getattr(y, "_keras_shape", expected) == expected
+    static = K.int_shape(fn(K.placeholder((2,) + _P)))
+    if name in _TF_LEAVES_UNKNOWN:
+        assert len(static) == len(small) and all(d in (None, s) for d, s in zip(static, small))
+    else:
+        assert static == small
+
+
+# TF's constant_value reads no K.shape(x)[i] inside a stack, even of a fully known shape
+_TF_LEAVES_UNKNOWN = {"reshape_from_shape"}
