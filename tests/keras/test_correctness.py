@@ -259,3 +259,81 @@ def test_k_functions_set_the_static_shape_keras_reads(name):
 
 # TF's constant_value reads no K.shape(x)[i] inside a stack, even of a fully known shape
 _TF_LEAVES_UNKNOWN = {"reshape_from_shape"}
+
+
+# -- SimpleRNN training ---------------------------------------------------------------------------
+def _numpy_simple_rnn_fit(weights, x, y, epochs, batch, lr=0.001, rho=0.9, eps=1e-7):
+    """SimpleRNN(tanh) + Dense(softmax), categorical cross-entropy, Keras 2.3.1's RMSprop
+    (optimizers.py: a = rho a + (1 - rho) g^2; p -= lr g / (sqrt(a) + epsilon)), in float64 with
+    hand-written backpropagation through time.  Returns the weights and, per epoch, the mean
+    loss and accuracy of the forward passes that preceded each update (what fit reports)."""
+    params = [w.astype(np.float64) for w in weights]
+    W, U, b, V, c = params
+    acc = [np.zeros_like(p) for p in params]
+    history = []
+    for _ in range(epochs):
+        losses, hits = [], []
+        for s in range(0, len(x), batch):
+            xb, yb = x[s:s + batch].astype(np.float64), y[s:s + batch]
+            n, steps, _ = xb.shape
+            hs = [np.zeros((n, U.shape[0]))]
+            for t in range(steps):
+                hs.append(np.tanh(xb[:, t] @ W + hs[-1] @ U + b))
+            z = hs[-1] @ V + c
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            losses.append(-np.log((p * yb).sum(1)).mean())
+            hits.append(p.argmax(1) == yb.argmax(1))
+            dz = (p - yb) / n
+            grads = [np.zeros_like(W), np.zeros_like(U), np.zeros_like(b), hs[-1].T @ dz, dz.sum(0)]
+            dh = dz @ V.T
+            for t in reversed(range(steps)):
+                da = dh * (1 - hs[t + 1] ** 2)
+                grads[0] += xb[:, t].T @ da
+                grads[1] += hs[t].T @ da
+                grads[2] += da.sum(0)
+                dh = da @ U.T
+            for i, g in enumerate(grads):
+                acc[i] = rho * acc[i] + (1 - rho) * g * g
+                params[i] -= lr * g / (np.sqrt(acc[i]) + eps)
+        history.append((np.mean(losses), np.concatenate(hits).mean()))
+    return params, history
+
+
+def test_simple_rnn_rmsprop_trains_as_numpy_and_reaches_075():
+    np.random.seed(2)  # Keras's initializers draw from numpy's global generator
+    rng = np.random.RandomState(2)
+    x = rng.standard_normal((200, 3, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[(x[:, :, 0].sum(1) > 0).astype(int)]
+    model = models.Sequential([layers.SimpleRNN(8, input_shape=(3, 4)), layers.Dense(2, activation="softmax")])
+    model.compile("rmsprop", "categorical_crossentropy", metrics=["accuracy"])
+    initial = model.get_weights()
+    history = model.fit(x, y, epochs=5, batch_size=10, verbose=0, shuffle=False).history
+    weights, expected = _numpy_simple_rnn_fit(initial, x, y, epochs=5, batch=10)
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
+    np.testing.assert_allclose(history["loss"], [loss for loss, _ in expected], rtol=1e-5)
+    np.testing.assert_allclose(history["accuracy"], [a for _, a in expected], atol=1e-6)
+    assert history["accuracy"][-1] >= 0.75
+
+
+# -- rank-0 outputs -------------------------------------------------------------------------------
+def test_rank0_function_outputs_are_numpy_scalars_keras_can_log(tmp_path):
+    x = K.placeholder((None, 3))
+    f = K.function([x], [K.sum(x), K.mean(x, axis=1)])
+    total, means = f([np.ones((2, 3), np.float32)])
+    # TF's Session.run gives numpy scalars for rank-0 fetches: shape (), a numpy dtype, float()
+    assert np.shape(total) == () and np.asarray(total).dtype == np.float32 and float(total) == 6.0
+    assert means.shape == (2,)
+    model = models.Sequential([layers.Dense(2, activation="softmax", input_shape=(3,))])
+    model.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+    xs, ys = np.ones((4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    loss, accuracy = model.train_on_batch(xs, ys)
+    assert np.shape(loss) == np.shape(accuracy) == () and accuracy == 0.5
+    log = tmp_path / "log.csv"
+    history = model.fit(xs, ys, epochs=2, verbose=0, callbacks=[keras.callbacks.CSVLogger(str(log))]).history
+    rows = log.read_text().splitlines()
+    assert rows[0] == "epoch,accuracy,loss" and len(rows) == 3
+    for epoch, row in enumerate(rows[1:]):  # plain numbers (CSVLogger, callbacks.py:1122-1127)
+        logged = [float(v) for v in row.split(",")]
+        np.testing.assert_allclose(logged, [epoch, history["accuracy"][epoch], history["loss"][epoch]], rtol=1e-6)
