@@ -58,8 +58,23 @@ def kgraph_step(weights):
 
 
 # -- hand-written ONNX step -------------------------------------------------------------------
-def raw_step_model():
+class PlainSGD:
+    """``W - lr·dW``.  An optimizer of the hand-written step: ``state`` lists its extra inputs
+    (name, shape) — each is fed and its new value ``<name>_new`` taken back — and ``update``
+    emits the nodes of one parameter's step and returns the names it outputs."""
+
+    def __init__(self, lr=LR):
+        self.lr = lr
+        self.state = []
+        self.constants = {"lr": np.float32(lr)}
+
+    def update(self, node, name, grad, shape):
+        return [node("Sub", [name, node("Mul", ["lr", grad], f"lr_{grad}")], f"{name}_new")]
+
+
+def raw_step_model(optimizer=None):
     from onnx import TensorProto, helper
+    optimizer = optimizer or PlainSGD()
     n_layers = len(SIZES) - 1
     nodes = []
 
@@ -67,12 +82,11 @@ def raw_step_model():
         nodes.append(helper.make_node(op, inputs, [output], **attrs))
         return output
 
-    consts = {"lr": np.float32(LR), "axis0": np.array([0], np.int64), "axis1": np.array([1], np.int64),
-              "zero": np.float32(0.0)}
+    consts = {"axis0": np.array([0], np.int64), "axis1": np.array([1], np.int64),
+              "zero": np.float32(0.0), **optimizer.constants}
     for name, value in consts.items():
         nodes.append(helper.make_node("Constant", [], [name], value=helper.make_tensor(
-            name, TensorProto.FLOAT if value.dtype == np.float32 else TensorProto.INT64,
-            value.shape, value.reshape(-1).tolist())))
+            name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape, value.reshape(-1).tolist())))
     acts = ["x"]
     pre = []
     for i in range(n_layers):
@@ -85,6 +99,8 @@ def raw_step_model():
     node("Neg", [node("ReduceMean", [per_sample], "mean_neg", keepdims=0)], "loss")
     n = node("Cast", [node("Gather", [node("Shape", ["x"], "x_shape"), "axis0"], "n_int")], "n", to=TensorProto.FLOAT)
     grad = node("Div", [node("Sub", [node("Exp", [logp], "softmax"), "y"], "p_minus_y"), n], "dz2")
+    shapes = {f"W{i}": [a, b] for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:]))}
+    shapes.update({f"b{i}": [b] for i, b in enumerate(SIZES[1:])})
     outputs = []
     for i in reversed(range(n_layers)):
         # Transpose + MatMul, not Gemm(transA/transB): ORT fuses the pair and runs it faster
@@ -95,36 +111,40 @@ def raw_step_model():
             dh = node("MatMul", [grad, node("Transpose", [f"W{i}"], f"W{i}_T", perm=[1, 0])], f"dh{i - 1}")
             mask = node("Greater", [pre[i - 1], "zero"], f"mask{i - 1}")
             grad = node("Where", [mask, dh, "zero"], f"dz{i - 1}")
-        outputs += [node("Sub", [f"W{i}", node("Mul", ["lr", dw], f"lr_dW{i}")], f"W{i}_new"),
-                    node("Sub", [f"b{i}", node("Mul", ["lr", db], f"lr_db{i}")], f"b{i}_new")]
+        outputs += optimizer.update(node, f"W{i}", dw, shapes[f"W{i}"])
+        outputs += optimizer.update(node, f"b{i}", db, shapes[f"b{i}"])
     f32 = TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info("x", f32, ["batch", SIZES[0]]),
               helper.make_tensor_value_info("y", f32, ["batch", SIZES[-1]])]
     names = []
-    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        inputs += [helper.make_tensor_value_info(f"W{i}", f32, [n_in, n_out]),
-                   helper.make_tensor_value_info(f"b{i}", f32, [n_out])]
+    for i in range(n_layers):
         names += [f"W{i}", f"b{i}"]
-    shapes = {f"W{i}": [a, b] for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:]))}
-    shapes.update({f"b{i}": [b] for i, b in enumerate(SIZES[1:])})
+    state = [(nm, shapes[nm]) for nm in names] + list(optimizer.state)
+    inputs += [helper.make_tensor_value_info(nm, f32, shape) for nm, shape in state]
+    shapes.update(dict(optimizer.state))
     out_infos = [helper.make_tensor_value_info("loss", f32, [])] + [
-        helper.make_tensor_value_info(f"{nm}_new", f32, shapes[nm]) for nm in names]
+        helper.make_tensor_value_info(o, f32, shapes[o[:-len("_new")]]) for o in outputs]
     graph = helper.make_graph(nodes, "train_step", inputs, out_infos)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
-    return model, names
+    return model, [nm for nm, _ in state], ["loss"] + outputs
 
 
 class RawStep:
-    def __init__(self, weights, threads):
-        model, self.names = raw_step_model()
+    """The hand-written step on raw ORT: weights and optimizer state fed as numpy arrays, the new
+    ones taken back (``state`` holds them by name)."""
+
+    def __init__(self, weights, threads, optimizer=None):
+        optimizer = optimizer or PlainSGD()
+        model, self.names, self.outputs = raw_step_model(optimizer)
         self.sess = ort_session(model, threads)
-        self.weights = dict(zip(self.names, [w.copy() for w in weights]))
-        self.outputs = ["loss"] + [f"{n}_new" for n in self.names]
+        initial = [w.copy() for w in weights] + [np.zeros(shape, np.float32) for _, shape in optimizer.state]
+        self.state = dict(zip(self.names, initial))
 
     def __call__(self, x, y):
-        results = self.sess.run(self.outputs, {"x": x, "y": y, **self.weights})
-        self.weights = dict(zip(self.names, results[1:]))
+        results = self.sess.run(self.outputs, {"x": x, "y": y, **self.state})
+        for name, value in zip(self.outputs[1:], results[1:]):
+            self.state[name[:-len("_new")]] = value
         return results[0]
 
 
@@ -160,7 +180,7 @@ def check_one_step(weights, batch, threads, torch):
     raw_loss = float(raw(x, y))
     np.testing.assert_allclose(raw_loss, k_loss, rtol=1e-4)
     for name, k in zip(raw.names, k_new):
-        np.testing.assert_allclose(raw.weights[name], k, rtol=1e-3, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(raw.state[name], k, rtol=1e-3, atol=1e-6, err_msg=name)
     if torch is not None:
         t = TorchStep(weights, torch)
         t_loss = float(t(x, torch.from_numpy(labels)))
