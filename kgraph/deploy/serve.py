@@ -220,6 +220,7 @@ class ModelServer:
             raise ServeError(f"--http-port and --grpc-port are both {self.http_port}; expected two ports")
         self._triton = None
         self._log_dir = None
+        self.last_log = ""
         self._pids = []
 
     @property
@@ -252,8 +253,12 @@ class ModelServer:
         from ..runtime.device import resolve_device
         from ..runtime.session import session_options
 
-        session = ort.InferenceSession(self.model_path, sess_options=session_options(),
-                                       providers=resolve_device().providers)
+        try:
+            session = ort.InferenceSession(self.model_path, sess_options=session_options(),
+                                           providers=resolve_device().providers)
+        except Exception as error:  # a file ONNX parses but ONNX Runtime cannot run is bad input
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ServeError(f"{self.model_path}: ONNX Runtime cannot load the model ({message})") from None
         # Triton's own log goes to a file (its start-up tables would bury the URLs on stdout);
         # its tail is shown when the server fails
         self._log_dir = tempfile.TemporaryDirectory(prefix="kgraph-serve-")
@@ -308,6 +313,7 @@ class ModelServer:
                 except OSError:
                     pass
         if self._log_dir is not None:
+            self.last_log = self.log_tail()  # for the error message of a server that failed
             self._log_dir.cleanup()
             self._log_dir = None
 
@@ -324,7 +330,15 @@ def serve_until_signal(server, out=sys.stdout):
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start()
+        try:
+            server.start()
+        except ServeError:
+            raise
+        except Exception as error:  # Triton refused the model or died starting: say why, briefly
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"kgraph serve: the Triton server did not start: {first}\n{server.last_log}",
+                  file=sys.stderr, flush=True)
+            return 1
         print(f"serving {server.name} ({server.model_path}) on Triton Inference Server", file=out)
         print(f"  HTTP  {server.http_url}/v2/models/{server.name}", file=out)
         print(f"  gRPC  {server.grpc_url}  (tritonclient.grpc url {HOST}:{server.grpc_port})", file=out)

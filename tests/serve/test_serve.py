@@ -14,6 +14,7 @@ import threading
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
@@ -217,6 +218,18 @@ def test_serve_bad_input_exits_2_with_a_clear_message(tmp_path):
         result = kgraph_cli("serve", fixed, "--http-port", str(port), "--grpc-port", "0")
     assert result.returncode == 2, result.stderr
     assert f"HTTP port {port} on 127.0.0.1 is not free" in result.stderr
+
+    unknown_op = tmp_path / "unknown_op.onnx"  # parses as ONNX, but no runtime has the op
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.unknown")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 2])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18),
+                                                           onnx.helper.make_opsetid("example.unknown", 1)],
+                                     ir_version=8), unknown_op)
+    result = kgraph_cli("serve", unknown_op, "--http-port", "0", "--grpc-port", "0")
+    assert result.returncode == 2, result.stderr
+    assert "ONNX Runtime cannot load the model" in result.stderr and "NoSuchOp" in result.stderr
 
     result = kgraph_cli("serve", fixed, "--name", "bad name", "--http-port", "0", "--grpc-port", "0")
     assert result.returncode == 2 and "model name 'bad name'" in result.stderr
