@@ -74,14 +74,17 @@ def _tensor_spec(tensor, batched, role):
                          f"without batching (use --max-batch-size > 0 with a batch dim, or export it "
                          f"with shape (1,))")
     dims = tuple(-1 if not isinstance(d, int) else d for d in shape)
+    # Triton needs rank >= 1 after the batch dim: a per-sample scalar (shape (batch,)) is served
+    # as (batch, 1), as `kgraph deploy triton` does with dims [1] reshape [], and the callable
+    # drops / adds that 1 around ONNX Runtime
     return {"name": tensor["name"], "dtype": np.dtype(tensor["dtype"]), "shape": dims or (1,),
-            "scalar": not dims}
+            "per_sample_scalar": not dims}
 
 
 def serve_plan(model, name, max_batch_size=0):
     """What Triton is told about ``model``: ``{"name", "max_batch_size", "inputs", "outputs"}``,
     each tensor ``{"name", "dtype" (numpy), "shape" (without the batch dim when batching; -1 for
-    a symbolic dim), "scalar"}``.  Raises ``ServeError`` when the model cannot be served so."""
+    a symbolic dim), "per_sample_scalar"}``.  Raises ``ServeError`` when the model cannot be served so."""
     if not _NAME.match(name or ""):
         raise ServeError(f"model name {name!r}: expected letters, digits, '_', '.' or '-' "
                          f"(not starting with '.' or '-')")
@@ -193,10 +196,10 @@ def _inference_callable(session, plan):
             feeds = {}
             for spec in input_specs:
                 value = np.asarray(request[spec["name"]])
-                feeds[spec["name"]] = value.reshape(()) if spec["scalar"] else value
+                feeds[spec["name"]] = value.reshape(value.shape[:1]) if spec["per_sample_scalar"] else value
             results = session.run(output_names, feeds)
-            responses.append({spec["name"]: np.asarray(value).reshape(1) if spec["scalar"] else np.asarray(value)
-                              for spec, value in zip(output_specs, results)})
+            responses.append({spec["name"]: value.reshape(-1, 1) if spec["per_sample_scalar"] else value
+                              for spec, value in zip(output_specs, map(np.asarray, results))})
         return responses
 
     return infer
