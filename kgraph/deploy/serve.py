@@ -13,8 +13,8 @@ both handled here rather than left to the user:
   (``'_thread.RLock' object has no attribute '_recursion_count'``).  The running interpreter's own
   LIBDIR goes first on ``LD_LIBRARY_PATH`` of the server process (``stub_library_path``).
 - nvidia-pytriton 0.7 requires numpy < 2; with numpy 2 forced into its environment, responses
-  come back as empty tensors ("cannot reshape array of size 0", measured here) where the raw
-  python backend returned silently corrupted ones.  ``check_numpy`` refuses to start then.
+  come back as empty tensors ("cannot reshape array of size 0", measured here; an earlier try
+  with the raw python backend got silently corrupted ones).  ``check_numpy`` refuses numpy 2.
 
 Nothing here imports pytriton at module level, so the signature checks work without the extra.
 """

@@ -5,7 +5,6 @@ outputs (and exactly what onnxruntime gives on the same file); after SIGINT / SI
 its tritonserver child and the python-backend stub are gone.  One server per model, in turn."""
 import os
 import queue
-import re
 import signal
 import socket
 import subprocess
