@@ -53,11 +53,22 @@ def _lower_elu(ctx, node, x):
     return ctx.op("Where", ctx.op("Greater", x, ctx.scalar(0.0, dtype)), x, expm1)
 
 
+def _lower_hard_sigmoid(ctx, node, x):
+    alpha, beta = float(node.attrs["alpha"]), float(node.attrs["beta"])
+    dtype = node.inputs[0].dtype
+    if dtype != "float64":
+        return ctx.op("HardSigmoid", x, alpha=alpha, beta=beta)
+    # HardSigmoid's attributes are float32 (0.2 is then 2.98e-9 off); Keras's TF backend computes
+    # clip(0.2 x + 0.5, 0, 1) in x's dtype
+    y = ctx.op("Add", ctx.op("Mul", x, ctx.scalar(alpha, dtype)), ctx.scalar(beta, dtype))
+    return ctx.op("Clip", y, ctx.scalar(0.0, dtype), ctx.scalar(1.0, dtype))
+
+
 relu = _float_unary("relu", "Relu")
 leaky_relu = _float_unary("leaky_relu", "LeakyRelu", ("alpha",))  # x > 0 ? x : alpha x
 elu = _float_unary("elu", "Elu", ("alpha",), _lower_elu)        # x > 0 ? x : alpha (e^x - 1)
 softsign = _float_unary("softsign", "Softsign")                   # x / (1 + |x|)
-hard_sigmoid = _float_unary("hard_sigmoid", "HardSigmoid", ("alpha", "beta"))
+hard_sigmoid = _float_unary("hard_sigmoid", "HardSigmoid", ("alpha", "beta"), _lower_hard_sigmoid)
 
 
 def _positive(x):

@@ -387,6 +387,53 @@ def test_layer_forward_matches_numpy_and_trains_a_step(name):
             assert not np.array_equal(old, new), f"{w.name} did not move"
 
 
+def _finite_differences(f, arrays, i, eps=1e-6):
+    """d f / d arrays[i], central differences, one element at a time."""
+    grad = np.zeros_like(arrays[i])
+    for idx in np.ndindex(*arrays[i].shape):
+        a = arrays[i]
+        old = a[idx]
+        a[idx] = old + eps
+        up = f(arrays)
+        a[idx] = old - eps
+        down = f(arrays)
+        a[idx] = old
+        grad[idx] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.fixture
+def float64():
+    K.set_floatx("float64")
+    yield
+    K.set_floatx("float32")
+
+
+@pytest.mark.parametrize("name", list(C))
+def test_layer_gradients_match_numpy_in_float64(name, float64):
+    """K.gradients through the layer (weights and input) against central differences of the
+    numpy reference, all in float64: the backward pass Keras trains with, checked per layer."""
+    make, shape, reference = C[name]
+    rng = np.random.default_rng(sum(map(ord, name)) + 1)
+    layer = make()
+    inp = L.Input(shape)
+    out = layer(inp)
+    weights = _randomize(layer, rng)
+    x = _input(shape, rng, name).astype(np.float64)
+    r = rng.normal(size=reference(x, weights).shape)
+    f = K.function([inp], K.gradients(K.sum(out * K.constant(r)), layer.weights + [inp]))
+    got = f([x])
+    arrays = weights + [x]
+    wrt = range(len(arrays) - (name == "Masking"))  # a masked step is a jump in the input
+
+    def objective(a):
+        return (reference(a[-1], a[:-1]) * r).sum()
+    for i in wrt:
+        assert got[i].dtype == np.float64
+        np.testing.assert_allclose(got[i], _finite_differences(objective, arrays, i), rtol=1e-5, atol=1e-7,
+                                   err_msg=(layer.weights + [inp])[i].name)
+
+
 # -- layers of several inputs ---------------------------------------------------------------------
 def _l2n(v):
     return v / np.sqrt(np.maximum((v * v).sum(-1, keepdims=True), 1e-12))
