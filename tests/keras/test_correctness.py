@@ -339,3 +339,46 @@ def test_rank0_function_outputs_are_numpy_scalars_keras_can_log(tmp_path):
     for epoch, row in enumerate(rows[1:]):  # plain numbers (CSVLogger, callbacks.py:1122-1127)
         logged = [float(v) for v in row.split(",")]
         np.testing.assert_allclose(logged, [epoch, history["accuracy"][epoch], history["loss"][epoch]], rtol=1e-6)
+
+
+# -- Keras's K.backend() branches: kgraph takes the generic graph-backend path --------------------
+@pytest.mark.parametrize("clip", [{"clipnorm": 0.1}, {"clipvalue": 0.05}])
+def test_gradient_clipping_takes_the_generic_path(clip):
+    # optimizers.py:37-57: TF clips with tf.cond; every other backend with K.switch
+    rng = np.random.default_rng(7)
+    model = models.Sequential([layers.Dense(2, input_shape=(4,))])
+    model.compile(keras.optimizers.SGD(0.5, **clip), "mse")
+    x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
+    w, b = (v.astype(np.float64) for v in model.get_weights())
+    d_out = 2 * (x @ w + b - y) / y.size
+    grads = [x.T.astype(np.float64) @ d_out, d_out.sum(0)]
+    if "clipnorm" in clip:
+        norm = np.sqrt(sum((g * g).sum() for g in grads))
+        assert norm > 0.1
+        grads = [g * 0.1 / norm for g in grads]
+    else:
+        grads = [np.clip(g, -0.05, 0.05) for g in grads]
+    model.train_on_batch(x, y)
+    for got, old, g in zip(model.get_weights(), (w, b), grads):
+        np.testing.assert_allclose(got, old - 0.5 * g, rtol=1e-5, atol=1e-6)
+
+
+def test_loading_tf_trained_kernels_needs_no_conversion():
+    # engine/saving.py:1161-1166: an unknown backend is taken to correlate, as TF does, so
+    # TF-trained conv kernels load as they are and Theano-trained ones are flipped
+    from keras.engine import saving
+    assert saving._need_convert_kernel("tensorflow") is False
+    assert saving._need_convert_kernel("theano") is True
+
+
+def test_precision_and_recall_metrics_match_numpy():
+    # metrics.py:1411, 1521: only top_k is TF-only; the thresholded counts are generic K code
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = (rng.random((40, 1)) > 0.5).astype(np.float32)
+    model = models.Sequential([layers.Dense(1, activation="sigmoid", input_shape=(4,))])
+    model.compile("sgd", "binary_crossentropy", metrics=[keras.metrics.Precision(), keras.metrics.Recall()])
+    _, precision, recall = model.evaluate(x, y, batch_size=16, verbose=0)
+    predicted, actual = model.predict(x)[:, 0] > 0.5, y[:, 0] == 1
+    tp = (predicted & actual).sum()
+    np.testing.assert_allclose([precision, recall], [tp / predicted.sum(), tp / actual.sum()], rtol=1e-6)
