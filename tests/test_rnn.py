@@ -500,3 +500,39 @@ def test_learning_phase_dependency_marks_the_last_output():
     got = evaluate(last, {xp: np.zeros((1, 2, I), "float32"), hp: np.ones((1, H), "float32"),
                           K.learning_phase(): np.asarray(True)})
     np.testing.assert_array_equal(got, 2 * np.ones((1, H)))
+
+
+def test_input_projection_is_hoisted_out_of_the_loop():
+    """K.dot(x_t, kernel) depends on the step's input and a loop-invariant weight only: it is
+    computed once over the whole sequence, and only the recurrent product stays in the Loop."""
+    rng = np.random.default_rng(3)
+    kernel, recurrent = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=(6, 6)).astype(np.float32)
+    x = K.placeholder((None, 5, 4))
+    w, r = K.variable(kernel), K.variable(recurrent)
+
+    def step(x_t, states):
+        h = K.tanh(K.dot(x_t, w) * 0.5 + K.dot(states[0], r))
+        return h, [h]
+    h0 = K.zeros_like(K.dot(x[:, 0, :], w))
+    last, outputs, _ = K.rnn(step, x, [h0])
+    fn = K.function([x], [outputs])
+    model = fn.session_model()
+    loop, = [n for n in model.graph.node if n.op_type == "Loop"]
+    body_ops = [n.op_type for n in loop.attribute[0].g.node]
+    assert body_ops.count("MatMul") == 1, body_ops
+    assert [n.op_type for n in model.graph.node].count("MatMul") >= 1
+    a = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    h, want = np.zeros((3, 6), np.float32), []
+    for t in range(5):
+        h = np.tanh(a[:, t] @ kernel * 0.5 + h @ recurrent)
+        want.append(h)
+    np.testing.assert_allclose(fn([a])[0], np.stack(want, axis=1), rtol=1e-5, atol=1e-6)
+    recurrent64, a64 = K.constant(recurrent.astype(np.float64) * 0.3), K.constant(a.astype(np.float64))
+
+    def step64(k):
+        def step_fn(x_t, states):
+            h = K.tanh(K.dot(x_t, k) + K.dot(states[0], recurrent64))
+            return h, [h]
+        return step_fn
+    check_grad(lambda k: K.rnn(step64(k), a64, [K.constant(np.zeros((3, 6)), dtype="float64")])[1],
+               [kernel.astype(np.float64) * 0.3])

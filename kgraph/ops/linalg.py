@@ -3,7 +3,7 @@ import numpy as np
 
 from .elementwise import broadcast_shapes, unbroadcast
 from .primitive import InferError, Primitive
-from .shape import transpose
+from .shape import reshape, transpose
 
 matmul = Primitive("matmul")  # numpy matmul on rank >= 2 operands, batch dims broadcast
 
@@ -34,6 +34,11 @@ def swap_last(x):
 @matmul.vjp
 def _(node, g):
     a, b = node.inputs
+    if b.ndim == 2 and a.ndim > 2 and a.shape[-1] is not None and b.shape[-1] is not None:
+        # (..., m, k) @ (k, n): the batch dims are more rows, so b's gradient is one product over
+        # all of them, not one per batch entry summed afterwards
+        rows_a, rows_g = reshape(a, shape=(-1, a.shape[-1])), reshape(g, shape=(-1, b.shape[-1]))
+        return [matmul(g, swap_last(b)), matmul(swap_last(rows_a), rows_g)]
     return [unbroadcast(matmul(g, swap_last(b)), a.shape), unbroadcast(matmul(swap_last(a), g), b.shape)]
 
 
