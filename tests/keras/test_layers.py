@@ -123,6 +123,23 @@ def np_local2d(x, kernel, bias, k, s):
     return np.stack(cells, 1).reshape(len(x), oh, ow, -1) + bias
 
 
+def channels_first(reference):
+    """A channels_last reference run on channels_first data."""
+    def run(x, w):
+        last = np.moveaxis(x, 1, -1)
+        return np.moveaxis(reference(last, w), -1, 1)
+    return run
+
+
+def np_local2d_channels_first(x, kernel, bias, k):
+    """LocallyConnected2D on channels_first: patches flatten as (channel, row, col); the bias,
+    stored (rows, cols, filters), is reshaped (not transposed) to (filters, rows, cols) as the TF
+    backend's bias_add does."""
+    oh, ow, filters = bias.shape
+    cells = [x[:, :, i:i + k, j:j + k].reshape(len(x), -1) @ kernel[i * ow + j] for i in range(oh) for j in range(ow)]
+    return np.stack(cells, -1).reshape(len(x), -1, oh, ow) + bias.reshape(1, filters, oh, ow)
+
+
 def sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
@@ -233,6 +250,31 @@ C = {
     "SpatialDropout1D": (lambda: L.SpatialDropout1D(0.5), (3, 4), lambda x, w: x),
     "SpatialDropout2D": (lambda: L.SpatialDropout2D(0.5), (3, 3, 4), lambda x, w: x),
     "SpatialDropout3D": (lambda: L.SpatialDropout3D(0.5), (2, 3, 3, 4), lambda x, w: x),
+    # channels_first
+    "Conv1D_channels_first": (lambda: L.Conv1D(2, 3, data_format="channels_first"), (3, 6),
+                              channels_first(lambda x, w: np_conv(x, w[0]) + w[1])),
+    "SeparableConv2D_channels_first": (lambda: L.SeparableConv2D(2, 2, data_format="channels_first"), (2, 3, 4),
+                                       channels_first(lambda x, w: np_conv(np_depthwise(x, w[0]), w[1]) + w[2])),
+    "Conv2DTranspose_channels_first_output_padding": (
+        lambda: L.Conv2DTranspose(2, 3, strides=2, output_padding=1, data_format="channels_first"), (2, 3, 2),
+        channels_first(lambda x, w: np.pad(np_conv_transpose(x, w[0], 2, "valid"), [(0, 0), (0, 1), (0, 1), (0, 0)]) + w[1])),
+    "MaxPooling2D_channels_first": (lambda: L.MaxPooling2D(2, data_format="channels_first"), (3, 4, 5),
+                                    channels_first(lambda x, w: np_pool(x, 2, 2, "valid", "max"))),
+    "AveragePooling1D_channels_first": (lambda: L.AveragePooling1D(2, data_format="channels_first"), (3, 4),
+                                        channels_first(lambda x, w: np_pool(x, 2, 2, "valid", "avg"))),
+    "UpSampling2D_bilinear_channels_first": (
+        lambda: L.UpSampling2D((2, 3), data_format="channels_first", interpolation="bilinear"), (2, 3, 2),
+        channels_first(lambda x, w: np_bilinear(x, 2, 3))),
+    "Cropping2D_channels_first": (lambda: L.Cropping2D(((0, 1), (1, 1)), data_format="channels_first"), (2, 4, 4),
+                                  lambda x, w: x[:, :, :-1, 1:-1]),
+    "ZeroPadding3D_channels_first": (lambda: L.ZeroPadding3D(((1, 0), (0, 1), (1, 1)), data_format="channels_first"),
+                                     (2, 2, 2, 2), lambda x, w: np.pad(x, [(0, 0), (0, 0), (1, 0), (0, 1), (1, 1)])),
+    "LocallyConnected2D_channels_first": (lambda: L.LocallyConnected2D(2, 2, data_format="channels_first"), (2, 3, 4),
+                                          lambda x, w: np_local2d_channels_first(x, w[0], w[1], 2)),
+    "ConvLSTM2D_channels_first": (lambda: L.ConvLSTM2D(2, 2, data_format="channels_first"), (3, 2, 3, 3),
+                                  lambda x, w: np.moveaxis(conv_lstm(w, np.moveaxis(x, 2, -1), 2), -1, 1)),
+    "GlobalAveragePooling2D_channels_first": (lambda: L.GlobalAveragePooling2D(data_format="channels_first"),
+                                              (3, 2, 2), lambda x, w: x.mean((2, 3))),
     # legacy (keras/legacy/layers.py, still exported by keras.layers)
     "Highway": (lambda: L.Highway(activation="tanh"), (4,),
                 lambda x, w: (lambda t: np.tanh(x @ w[0] + w[2]) * t + (1 - t) * x)(sigmoid(x @ w[1] + w[3]))),
@@ -491,6 +533,69 @@ def test_embedding_and_masked_rnn_match_numpy():
     assert np.isfinite(model.train_on_batch(ids, np.zeros((3, 5, 4), np.float32)))
     moved = emb.get_weights()[0] != table
     assert moved[[1, 2, 3, 4, 5, 6]].any(axis=1).all()  # every id that occurs gets a gradient
+
+
+def test_masked_bidirectional_lstm_matches_numpy():
+    rng = np.random.default_rng(14)
+    inp = L.Input((None,), dtype="int32")
+    emb = L.Embedding(6, 3, mask_zero=True)
+    bi = L.Bidirectional(L.LSTM(2, return_sequences=True))
+    model = models.Model(inp, bi(emb(inp)))
+    table, w = _randomize(emb, rng)[0], _randomize(bi, rng)
+    ids = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0], [5, 4, 3, 2, 1]], np.int32)
+    x, mask = table[ids], ids != 0
+    forward = run_rnn([lstm_cell(w[:3])], x, [2], return_sequences=True, mask=mask)
+    backward = run_rnn([lstm_cell(w[3:])], x, [2], return_sequences=True, go_backwards=True, mask=mask)
+    np.testing.assert_allclose(model.predict(ids), np.concatenate([forward, backward[:, ::-1]], -1),
+                               rtol=RTOL, atol=ATOL)
+    model.compile("adam", "mse")
+    assert np.isfinite(model.train_on_batch(ids, np.zeros((3, 5, 4), np.float32)))
+
+
+def test_stateful_lstm_carries_its_state_between_batches():
+    rng = np.random.default_rng(15)
+    layer = L.LSTM(3, stateful=True, batch_input_shape=(2, 4, 2))
+    model = models.Sequential([layer])
+    w = _randomize(layer, rng)
+    x = rng.normal(size=(2, 4, 2)).astype(np.float32)
+    first, second = model.predict(x), model.predict(x)
+    np.testing.assert_allclose(first, run_rnn([lstm_cell(w)], x.astype(np.float64), [3]), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(second, run_rnn([lstm_cell(w)], np.concatenate([x, x], 1).astype(np.float64), [3]),
+                               rtol=RTOL, atol=ATOL)
+    model.reset_states()
+    np.testing.assert_allclose(model.predict(x), first, rtol=1e-6)
+
+
+def test_initial_state_and_return_state_match_numpy():
+    rng = np.random.default_rng(16)
+    inp, h0, c0 = L.Input((4, 2)), L.Input((3,)), L.Input((3,))
+    lstm = L.LSTM(3, return_sequences=True, return_state=True)
+    model = models.Model([inp, h0, c0], lstm(inp, initial_state=[h0, c0]))
+    w = _randomize(lstm, rng)
+    x, h, c = (rng.normal(size=s).astype(np.float32) for s in ((2, 4, 2), (2, 3), (2, 3)))
+    _, step = lstm_cell(w)
+    state, outputs = [h.astype(np.float64), c.astype(np.float64)], []
+    for t in range(4):
+        state = step(x[:, t].astype(np.float64), state)
+        outputs.append(state[0])
+    for got, want in zip(model.predict([x, h, c]), [np.stack(outputs, 1)] + state):
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_recurrent_dropout_only_in_the_training_phase():
+    rng = np.random.default_rng(17)
+    layer = L.GRU(3, dropout=0.3, recurrent_dropout=0.3)
+    inp = L.Input((4, 2))
+    out = layer(inp)
+    w = _randomize(layer, rng)
+    x = rng.normal(size=(6, 4, 2)).astype(np.float32)
+    f = K.function([inp, K.learning_phase()], [out])
+    np.testing.assert_allclose(f([x, 0])[0], run_rnn([gru_cell(w, False)], x.astype(np.float64), [3]),
+                               rtol=RTOL, atol=ATOL)
+    assert not np.allclose(f([x, 1])[0], f([x, 1])[0])  # fresh masks each call
+    model = models.Model(inp, _trainable_head(out))
+    model.compile("adam", "mse")
+    assert np.isfinite(model.fit(x, np.zeros((6, 1)), epochs=2, verbose=0).history["loss"]).all()
 
 
 def test_activity_regularization_adds_its_penalty_to_the_loss():
