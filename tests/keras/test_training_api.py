@@ -694,13 +694,14 @@ def _held_out_accuracy(model, x, y, epochs, batch_size=16):
 
 def test_vector_mlp_learns():
     rng = _rng(20)
-    x = rng.normal(size=(400, 6)).astype(np.float32)
-    label = np.argmax(x[:, :3] ** 2 - 0.5 * x[:, 3:], axis=1)  # 3 classes, not linearly separable
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    label = np.argmax(np.abs(x[:, :3]), axis=1)  # 3 classes, not linearly separable
     np.random.seed(20)
     model = models.Sequential([layers.Dense(32, activation="relu", input_shape=(6,)),
                                layers.Dense(3, activation="softmax")])
     model.compile(optimizers.Adam(0.01), "categorical_crossentropy", metrics=["accuracy"])
-    assert _held_out_accuracy(model, x, np.eye(3, dtype=np.float32)[label], epochs=30) > 0.85
+    # 0.91-0.95 over seeds 20-24
+    assert _held_out_accuracy(model, x, np.eye(3, dtype=np.float32)[label], epochs=20) > 0.85
 
 
 @pytest.mark.parametrize("rnn", [layers.LSTM, layers.GRU])
