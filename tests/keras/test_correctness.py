@@ -188,6 +188,25 @@ def test_keras_layers_built_after_set_floatx_compute_in_it(set_floatx, dtype):
     assert np.isfinite(model.train_on_batch(x, np.zeros((3, 2))))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_conv_recurrent_and_normalization_layers_train_in_floatx(set_floatx, dtype):
+    set_floatx(dtype)
+    inp = layers.Input((4, 5, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.SeparableConv2D(2, 2)(x)
+    x = layers.Reshape((3, 8))(x)
+    x = layers.GRU(3, reset_after=True, return_sequences=True)(x)
+    out = layers.LSTM(2)(x)
+    model = models.Model(inp, out)
+    model.compile("adam", "mse")
+    assert {w.dtype for w in model.get_weights()} == {np.dtype(dtype)}
+    xs = np.random.default_rng(9).normal(size=(3, 4, 5, 3))
+    loss = model.train_on_batch(xs, np.zeros((3, 2)))
+    assert np.asarray(loss).dtype == np.dtype(dtype) and np.isfinite(loss)
+    assert model.predict(xs).dtype == np.dtype(dtype)
+
+
 # -- static shapes --------------------------------------------------------------------------------
 _P = (3, 4)  # a placeholder's per-sample shape in the sweep below
 _SHAPE_SWEEP = {

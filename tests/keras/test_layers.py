@@ -552,6 +552,19 @@ def test_masked_bidirectional_lstm_matches_numpy():
     assert np.isfinite(model.train_on_batch(ids, np.zeros((3, 5, 4), np.float32)))
 
 
+@pytest.mark.parametrize("length", [5, None])
+def test_time_distributed_passes_the_mask_on(length):
+    # wrappers.py:280-330: TimeDistributed reshapes the inner layer's mask back per step
+    rng = np.random.default_rng(18)
+    inp = L.Input((length,), dtype="int32")
+    emb, td, rnn = L.Embedding(6, 3, mask_zero=True), L.TimeDistributed(L.Dense(4)), L.SimpleRNN(2)
+    model = models.Model(inp, rnn(td(emb(inp))))
+    table, (w, b), rnn_w = _randomize(emb, rng)[0], _randomize(td, rng), _randomize(rnn, rng)
+    ids = np.array([[1, 2, 0, 3, 0], [0, 4, 5, 0, 1]], np.int32)
+    expected = run_rnn([simple_rnn_cell(rnn_w)], table[ids] @ w + b, [2], mask=ids != 0)
+    np.testing.assert_allclose(model.predict(ids), expected, rtol=RTOL, atol=ATOL)
+
+
 def test_stateful_lstm_carries_its_state_between_batches():
     rng = np.random.default_rng(15)
     layer = L.LSTM(3, stateful=True, batch_input_shape=(2, 4, 2))
