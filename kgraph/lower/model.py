@@ -130,6 +130,10 @@ def lower_model(inputs, outputs, *, input_names, output_names, variables=(), var
         infos.append(value_info(name, v.shape, v.dtype))
         if variable_defaults:
             ctx.initializers.append(numpy_helper.from_array(v.numpy(), name))
+    # the requested output names are taken first: a frozen variable named like an output (a
+    # function returning a variable) must not give its initializer the output's name
+    for name in output_names:
+        ctx.names.used.add(name)
     for v in frozen:
         name = ctx.fresh(v.name)
         ctx.values[id(v)] = name
@@ -137,8 +141,6 @@ def lower_model(inputs, outputs, *, input_names, output_names, variables=(), var
     unbound = [v for v in graph.variables if id(v) not in ctx.values]
     if unbound:
         raise RuntimeError(f"variables neither fed nor frozen: {[v.name for v in unbound]}")
-    for name in output_names:
-        ctx.names.used.add(name)
     lower_nodes(ctx, graph)
     sources = set(input_names) | set(variable_names) | {i.name for i in ctx.initializers}
     outs = _bind_outputs(ctx, outputs, output_names, sources)

@@ -469,7 +469,8 @@ def test_fit_generator_and_evaluate_generator_with_a_sequence_equal_fit_and_eval
     by_fit, by_generator = _mlp(seed=4), _mlp(seed=4)
     np.testing.assert_array_equal(by_fit.get_weights()[0], by_generator.get_weights()[0])
     h1 = by_fit.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    h2 = by_generator.fit_generator(_Batches(x, y, 8), epochs=2, shuffle=False, verbose=0, workers=0)
+    # workers=1 (the default): the batches come from Keras's enqueuer thread
+    h2 = by_generator.fit_generator(_Batches(x, y, 8), epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-5)
     for a, b in zip(by_generator.get_weights(), by_fit.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
