@@ -319,7 +319,7 @@ BINARY_METRICS = {  # evaluated with loss binary_crossentropy on "binary" target
     partial(metrics.SquaredHinge): lambda t, p: (np.maximum(1 - (2 * t - 1) * p, 0) ** 2).mean(),
     partial(metrics.CosineSimilarity): lambda t, p: (_l2n(t) * _l2n(p)).sum(-1).mean(),
 }
-POSITIVE_METRICS = {  # loss mse on "positive" targets
+POSITIVE_METRICS = {  # loss mean_squared_error on "positive" targets
     "mape": lambda t, p: 100 * (np.abs(t - p) / np.maximum(np.abs(t), EPS)).mean(),
     "msle": lambda t, p: ((np.log(p + 1) - np.log(np.maximum(t, EPS) + 1)) ** 2).mean(),
     "poisson": lambda t, p: (p - t * np.log(p + EPS)).mean(),
@@ -358,7 +358,7 @@ SPARSE_METRICS = {  # loss sparse_categorical_crossentropy on "sparse" targets
 
 @pytest.mark.parametrize("kind,loss,table", [
     ("binary", "binary_crossentropy", BINARY_METRICS),
-    ("positive", "mse", POSITIVE_METRICS),
+    ("positive", "mean_squared_error", POSITIVE_METRICS),
     ("onehot", "categorical_crossentropy", ONEHOT_METRICS),
     ("sparse", "sparse_categorical_crossentropy", SPARSE_METRICS),
 ])
@@ -372,8 +372,7 @@ def test_metrics_equal_numpy(kind, loss, table):
     # three batches (16, 16, 8): the stateful metrics accumulate over all of them
     got = model.evaluate(y_pred.astype(np.float32), y_true.astype(np.float32), batch_size=16, verbose=0)
     assert len(got) == len(names) + 1
-    np.testing.assert_allclose(got[0], LOSSES[{"mse": "mean_squared_error"}.get(loss, loss)][1](y_true, y_pred).mean(),
-                               rtol=2e-5)
+    np.testing.assert_allclose(got[0], LOSSES[loss][1](y_true, y_pred).mean(), rtol=2e-5)
     for name, value in zip(names, got[1:]):
         np.testing.assert_allclose(value, table[name](y_true, y_pred), rtol=2e-5, atol=1e-6,
                                    err_msg=str(getattr(name, "func", name)))
