@@ -232,6 +232,26 @@ def test_loss_equals_numpy(name):
     np.testing.assert_allclose(per_sample, np_loss(y_true, y_pred), rtol=2e-5, atol=1e-6)
 
 
+LOSS_CLASSES = {  # each class of keras/losses.py with its defaults: the function it wraps
+    "MeanSquaredError": "mean_squared_error", "MeanAbsoluteError": "mean_absolute_error",
+    "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
+    "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
+    "BinaryCrossentropy": "binary_crossentropy", "CategoricalCrossentropy": "categorical_crossentropy",
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy", "Hinge": "hinge",
+    "SquaredHinge": "squared_hinge", "CategoricalHinge": "categorical_hinge", "Poisson": "poisson",
+    "LogCosh": "logcosh", "KLDivergence": "kullback_leibler_divergence", "Huber": "huber_loss",
+}
+
+
+@pytest.mark.parametrize("name", list(LOSS_CLASSES))
+def test_loss_classes_equal_numpy(name):
+    kind, np_loss = LOSSES[LOSS_CLASSES[name]]
+    y_true, y_pred = _case(kind, seed=len(name) + 100)
+    model = _identity_model(y_pred.shape[1], getattr(losses, name)())
+    got = model.evaluate(y_pred.astype(np.float32), y_true.astype(np.float32), batch_size=8, verbose=0)
+    np.testing.assert_allclose(got, np_loss(y_true, y_pred).mean(), rtol=2e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("loss,kind,np_loss", [
     (lambda: losses.Huber(delta=0.5), "real",
      lambda t, p: np.where(np.abs(p - t) <= 0.5, 0.5 * (p - t) ** 2, 0.5 * np.abs(p - t) - 0.125)),
@@ -527,6 +547,20 @@ def test_early_stopping_stops_after_patience():
     history = model.fit(x, y, epochs=20, batch_size=16, callbacks=[stop], verbose=0)
     # epoch 0 improves on +inf; epochs 1 and 2 do not improve by 1000: training stops after 3
     assert history.epoch == [0, 1, 2] and stop.stopped_epoch == 2
+
+
+def test_early_stopping_restores_the_best_weights():
+    x, y = _linear_data(5)
+    w, b = np.zeros((3, 1)), np.zeros(1)
+    lr = 1.5  # full-batch steps this large diverge: each epoch's loss is above the one before
+    model = _linear_model(optimizers.SGD(lr), w.astype(np.float32), b.astype(np.float32))
+    stop = callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
+    history = model.fit(x, y, epochs=10, batch_size=16, callbacks=[stop], verbose=0)
+    assert history.epoch == [0, 1] and history.history["loss"][1] > history.history["loss"][0]
+    # epoch 0 had the best loss; its end's weights (one step from zero) are the ones restored
+    gw, gb = _mse_grads(x, y, w, b)
+    np.testing.assert_allclose(model.get_weights()[0], w - lr * gw, rtol=1e-5)
+    np.testing.assert_allclose(model.get_weights()[1], b - lr * gb, rtol=1e-5)
 
 
 def test_model_checkpoint_writes_reloadable_files(tmp_path):
