@@ -18,6 +18,7 @@ from ..ops import elementwise as ew
 from ..ops import linalg
 from ..ops import shape as sh
 from ._api import check_data_format, keras_api, to_tensor
+from .shaping import known_ints
 
 
 # -- argument forms -----------------------------------------------------------------------------
@@ -222,8 +223,12 @@ def _output_spatial(output_shape, nd, data_format, where):
     channel_at = nd + 1 if data_format == "channels_last" else 1
     if isinstance(output_shape, Tensor):
         value = _static_value(output_shape)
+        known = known_ints(output_shape)
         if value is not None:
             output_shape = tuple(int(v) for v in value.reshape(-1))
+        elif known is not None and len(known) == nd + 2 and None not in known[lo:lo + nd]:
+            # K.stack([K.shape(x)[0], 6, 8, 3]): the sizes the graph fixes, as TF reads them
+            output_shape = known
         else:
             if output_shape.shape not in ((nd + 2,), (None,)) or not dtypes.is_int(output_shape.dtype):
                 raise ValueError(f"{where}: output_shape must be {nd + 2} ints, got a tensor of shape "

@@ -42,7 +42,7 @@ def _scalar_int64(t, where, name):
     return t if t.ndim == 1 else sh.unsqueeze(t, axes=(0,))
 
 
-def _known_ints(t, depth=0):
+def known_ints(t, depth=0):
     """The entries of a 1-D (or scalar) integer tensor that the graph fixes, None elsewhere, as
     TF's constant_value_as_shape reads them: Keras builds shapes as K.stack([K.shape(x)[0], 12])
     and K.concatenate of K.shape slices, and a reshape to them keeps the known dims.  As in TF, a
@@ -61,13 +61,13 @@ def _known_ints(t, depth=0):
     if name == "shape_of":
         return tuple(inputs[0].shape)
     if name == "cast" or (name == "unsqueeze" and isinstance(inputs[0], Constant)):
-        known = _known_ints(inputs[0], depth + 1)
+        known = known_ints(inputs[0], depth + 1)
         return known if known is not None and len(known) == n else unknown
     if name == "concat" and attrs.get("axis") == 0:
-        parts = [_known_ints(i, depth + 1) for i in inputs]
+        parts = [known_ints(i, depth + 1) for i in inputs]
         return unknown if any(p is None for p in parts) else tuple(v for p in parts for v in p)
     if name == "slice" and tuple(attrs.get("axes", ())) == (0,):
-        known = _known_ints(inputs[0], depth + 1)
+        known = known_ints(inputs[0], depth + 1)
         if known is not None:
             part = known[builtins.slice(attrs["starts"][0], attrs["ends"][0], attrs["steps"][0])]
             return part if len(part) == n else unknown
@@ -87,7 +87,7 @@ def _int_vector(values, where, name):
         if isinstance(values, Constant):  # stays a Constant so the shape rules can read it
             return Constant(values.value.astype(np.int64)), layout.constant_ints(values)
         vec = values if values.dtype == "int64" else ew.cast(values, dtype="int64")
-        return vec, _known_ints(values)
+        return vec, known_ints(values)
     if isinstance(values, np.ndarray):
         values = values.tolist()
     if not isinstance(values, (list, tuple)):

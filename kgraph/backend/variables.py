@@ -138,6 +138,14 @@ def eval(x):
 def _filled_variable(value, shape, dtype, name, where):
     if isinstance(shape, int):
         shape = (shape,)
+    if isinstance(shape, Tensor) or any(isinstance(d, Tensor) for d in shape):
+        # a run-time shape (K.zeros((K.shape(x)[0], 8))): a tensor, not a variable, as TF's
+        # backend gives when the shape is not fully static
+        from ..ops import layout
+        from .shaping import _int_vector
+        vec, static = _int_vector(shape, where, "shape")
+        ones = Constant(np.full((1,) * len(static), value, dtype=_dtype(dtype, where)))
+        return sh.reshape_dynamic(layout.tile(ones, vec), vec, static=static)
     shape = tuple(int(d) for d in shape)
     return variable(np.full(shape, value, dtype=_dtype(dtype, where)), dtype=dtype, name=name)
 

@@ -255,6 +255,42 @@ _SHAPE_SWEEP = {
     "zeros_like": K.zeros_like,
     "cast": lambda x: K.cast(x, "float64"),
     "square_of_sum": lambda x: K.square(K.sum(x, axis=0)),
+    "broadcast_binary": lambda x: K.maximum(x, K.ones((1, 4))) * K.pow(K.abs(x) + 1, 2.0),
+    "comparisons": lambda x: K.cast(K.equal(K.sign(x), K.round(x)), "int32"),
+    "clip_softplus": lambda x: K.softplus(K.clip(x, 0.5, 2.0)),
+    "std_var": lambda x: K.std(x, axis=1) + K.var(x, axis=-1, keepdims=True)[:, :, 0][:, :1],
+    "logsumexp": lambda x: K.logsumexp(x, axis=1, keepdims=True),
+    "any_all": lambda x: K.cast(K.any(x > 1, axis=2), "int32") + K.cast(K.all(x > 0, axis=2), "int32"),
+    "argmin_cumprod": lambda x: K.cast(K.argmin(K.cumprod(x, axis=2), axis=1), "float32"),
+    "categorical_crossentropy": lambda x: K.categorical_crossentropy(K.softmax(x), K.softmax(x)),
+    "sparse_categorical_crossentropy": lambda x: K.sparse_categorical_crossentropy(
+        K.cast(K.argmax(x, axis=-1), "float32"), K.softmax(x)),
+    "binary_crossentropy": lambda x: K.binary_crossentropy(K.sigmoid(x), K.sigmoid(x)),
+    "in_top_k": lambda x: K.cast(K.in_top_k(x[:, 0], K.cast(K.argmax(x[:, 1]), "int32"), 2), "int32"),
+    "normalize_batch_in_training": lambda x: K.normalize_batch_in_training(
+        x, K.ones((4,)), K.zeros((4,)), [0, 1])[0],
+    "batch_normalization": lambda x: K.batch_normalization(x, K.zeros((4,)), K.ones((4,)), K.zeros((4,)), K.ones((4,))),
+    "conv2d_transpose": lambda x: K.conv2d_transpose(K.expand_dims(x), K.ones((2, 2, 3, 1)),
+                                                     K.stack([K.shape(x)[0], 6, 8, 3]), strides=(2, 2)),
+    "separable_conv2d": lambda x: K.separable_conv2d(K.expand_dims(x), K.ones((2, 2, 1, 2)), K.ones((1, 1, 2, 3)),
+                                                     padding="same"),
+    "depthwise_conv2d": lambda x: K.depthwise_conv2d(K.expand_dims(x), K.ones((2, 2, 1, 3))),
+    "conv3d_pool3d": lambda x: K.pool3d(K.conv3d(K.reshape(x, (-1, 3, 2, 2, 1)), K.ones((1, 2, 2, 1, 2))),
+                                        (2, 1, 1), pool_mode="avg"),
+    "zeros_ones_of_a_runtime_shape": lambda x: K.zeros((K.shape(x)[0], 2)) + K.ones(K.stack([K.shape(x)[0], 2])),
+    "resize_volumes_padding": lambda x: K.spatial_3d_padding(
+        K.resize_volumes(K.expand_dims(K.expand_dims(x)), 1, 2, 1, "channels_last")),
+    "local_conv1d": lambda x: K.local_conv1d(x, K.ones((2, 8, 5)), (2,), (1,)),
+    "foldl": lambda x: K.foldl(lambda acc, r: acc + r, x),
+    "l2_normalize_sum": lambda x: K.sum(K.l2_normalize(x, axis=1), axis=[1, 2]),
+    "eye_arange": lambda x: K.dot(x, K.eye(4)) + K.cast(K.arange(0, 8, 2), K.floatx()),
+    "tile_tensor_reps": lambda x: K.tile(x, [1, 1, 2]),
+    "ctc_batch_cost": lambda x: K.ctc_batch_cost(K.ones((K.shape(x)[0], 2)), K.softmax(x),
+                                                 3 * K.ones((K.shape(x)[0], 1), "int32"),
+                                                 K.ones((K.shape(x)[0], 1), "int32")),
+    "gradients": lambda x: K.gradients(K.sum(K.square(x)), [x])[0],
+    "stop_gradient_identity": lambda x: K.identity(K.stop_gradient(x)),
+    "print_tensor": lambda x: K.print_tensor(x * 1, message=""),
 }
 
 
@@ -278,8 +314,20 @@ def test_k_functions_set_the_static_shape_keras_reads(name):
         assert static == small
 
 
+def test_zeros_and_ones_of_a_runtime_shape_are_tensors():
+    # fix: kgraph/backend/variables.py (was a TypeError): TF's K.zeros/K.ones give a tensor when
+    # the shape is not fully static, and a variable when it is
+    x = K.placeholder((None, 3))
+    zeros, ones = K.zeros((K.shape(x)[0], 2), dtype="float64"), K.ones(K.stack([K.shape(x)[0], 3]))
+    assert not K.is_variable(zeros) and K.is_variable(K.zeros((2, 3)))
+    assert K.dtype(zeros) == "float64" and K.dtype(ones) == K.floatx()
+    got = K.function([x], [zeros, ones * x])([np.full((4, 3), 2.0, np.float32)])
+    np.testing.assert_array_equal(got[0], np.zeros((4, 2)))
+    np.testing.assert_array_equal(got[1], np.full((4, 3), 2.0))
+
+
 # TF's constant_value reads no K.shape(x)[i] inside a stack, even of a fully known shape
-_TF_LEAVES_UNKNOWN = {"reshape_from_shape"}
+_TF_LEAVES_UNKNOWN = {"reshape_from_shape", "zeros_ones_of_a_runtime_shape"}
 
 
 # -- SimpleRNN training ---------------------------------------------------------------------------
