@@ -4,7 +4,7 @@ import numpy as np
 from .. import dtypes
 from ..graph import Constant, Graph
 from ..ops.elementwise import add, zeros_like_
-from ..ops.shape import expand_like
+from ..ops.shape import expand_like, merge_slice_adjoints
 
 
 def _ones_like(y):
@@ -39,6 +39,8 @@ def gradients(ys, xs, grad_ys=None):
         parts = contributions.get(id(t))
         if not parts:
             return None
+        if len(parts) > 1:
+            parts = merge_slice_adjoints(parts)
         acc = parts[0]
         for p in parts[1:]:
             acc = add(acc, p)

@@ -210,32 +210,35 @@ def _(ctx, node, *names):
     sub = Subgraph(carried_params, targets, captures=others)
     graph = lower_subgraph(ctx, sub, [bctx.fresh(p.name) for p in carried_params], name="loop_body",
                            prefix=[(iteration, (), "int64"), (cond_in, (), "bool")], ctx=bctx)
-    # Per-step outputs leave the body flattened to 1-D: ONNX runtimes disagree on how they join
-    # higher-rank ones (onnxruntime stacks them on a new axis, onnx.reference concatenates), but
-    # all stack 1-D values into (steps, n).  The per-step shape, when not known statically, is
-    # carried out of the loop to restore it.
+    # ONNX runtimes disagree on how a Loop joins per-step outputs of rank >= 1: onnxruntime stacks
+    # them on a new axis (the spec), onnx.reference concatenates them along axis 0.  A Reshape
+    # to (steps, *step_shape) after the loop gives the stacked result from either, when at most
+    # one dim of the step shape is unknown (it becomes -1: Keras's batch).  Otherwise the step's
+    # value leaves the body flattened to 1-D (both join 1-D values into (steps, n)) and its
+    # shape, carried out of the loop, restores it.
     n_keep = len(keep_carried)
     carried_outs, scan_outs = list(graph.output)[:n_keep], list(graph.output)[n_keep:]
     flat = ctx.int64s([-1])
-    shape_outs, flat_outs, shape_inits, restore = [], [], [], []
+    shape_outs, step_outs, shape_inits, restore = [], [], [], []
     for j, out in zip(keep_scan, scan_outs):
         step_shape = body.outputs[C + j].shape
+        if step_shape.count(None) <= 1:
+            step_outs.append(out)
+            restore.append([-1 if d is None else d for d in step_shape])
+            continue
         flat_name = bctx.fresh(f"{out.name}_flat")
         graph.node.append(helper.make_node("Reshape", [out.name, flat], [flat_name], name=bctx.fresh("Reshape")))
-        flat_outs.append(value_info(flat_name, (None,), body.outputs[C + j].dtype))
-        if None in step_shape:
-            shape_name = bctx.fresh(f"{out.name}_shape")
-            graph.node.append(helper.make_node("Shape", [out.name], [shape_name], name=bctx.fresh("Shape")))
-            shape_outs.append(value_info(shape_name, (len(step_shape),), "int64"))
-            graph.input.append(value_info(bctx.fresh(f"{out.name}_shape_in"), (len(step_shape),), "int64"))
-            shape_inits.append(ctx.int64s([0] * len(step_shape)))
-            restore.append(len(shape_inits) - 1)
-        else:
-            restore.append(ctx.int64s(step_shape))
+        step_outs.append(value_info(flat_name, (None,), body.outputs[C + j].dtype))
+        shape_name = bctx.fresh(f"{out.name}_shape")
+        graph.node.append(helper.make_node("Shape", [out.name], [shape_name], name=bctx.fresh("Shape")))
+        shape_outs.append(value_info(shape_name, (len(step_shape),), "int64"))
+        graph.input.append(value_info(bctx.fresh(f"{out.name}_shape_in"), (len(step_shape),), "int64"))
+        shape_inits.append(ctx.int64s([0] * len(step_shape)))
+        restore.append(len(shape_inits) - 1)
     cond_out = bctx.fresh("cond_out")
     graph.node.append(helper.make_node("Identity", [cond_in], [cond_out], name=bctx.fresh("Identity")))
     del graph.output[:]
-    graph.output.extend([value_info(cond_out, (), "bool")] + carried_outs + shape_outs + flat_outs)
+    graph.output.extend([value_info(cond_out, (), "bool")] + carried_outs + shape_outs + step_outs)
 
     hints = ["loop_carried"] * (n_keep + len(shape_inits)) + ["loop_scan"] * len(keep_scan)
     always = ctx.const(np.asarray(True), hint="true")  # onnx.reference runs no step without a condition
@@ -245,13 +248,18 @@ def _(ctx, node, *names):
     for i, name in zip(keep_carried, results):
         out_names[i] = name
     final_shapes = results[n_keep:n_keep + len(shape_inits)]
+    steps_1d = None
     for j, name, shape in zip(keep_scan, results[n_keep + len(shape_inits):], restore):
+        if isinstance(shape, int):
+            full = ctx.op("Concat", ctx.op("Shape", name, start=0, end=1), final_shapes[shape], axis=0)
+        else:
+            steps_1d = steps_1d or ctx.op("Unsqueeze", steps, ctx.int64s([0]))
+            full = ctx.op("Concat", steps_1d, ctx.int64s(shape), axis=0)
+        name = ctx.op("Reshape", name, full)
         if reverse:  # ONNX stacks in iteration order; put step t back at position t
             name = ctx.op("Slice", name, ctx.int64s([-1]), ctx.int64s([INT64_MIN]), ctx.int64s([0]),
                           ctx.int64s([-1]))
-        shape = final_shapes[shape] if isinstance(shape, int) else shape
-        full = ctx.op("Concat", ctx.op("Shape", name, start=0, end=1), shape, axis=0)
-        out_names[C + j] = ctx.op("Reshape", name, full)
+        out_names[C + j] = name
     # outputs nothing reads get a name no node produces
     return [n if n is not None else ctx.fresh("unused_loop_output") for n in out_names]
 

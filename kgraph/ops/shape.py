@@ -378,6 +378,47 @@ def _(node, g):
     return [slice_(g, starts=a["starts"], ends=a["ends"], axes=a["axes"], steps=a["steps"]), None]
 
 
+def merge_slice_adjoints(parts):
+    """Gradient contributions ``parts`` (to be summed) with the ``slice_grad``s of adjacent
+    unit-step slices of one tensor along one axis joined into one: the four gate slices of an
+    LSTM's ``z[:, k*units:(k+1)*units]`` give back one Concat instead of four zero Pads and three
+    Adds over the whole of ``z``.  Pieces that cover the axis are the Concat itself."""
+    groups, rest = {}, []
+    for p in parts:
+        node = p.node
+        if node is None or node.primitive is not slice_grad or len(node.attrs["axes"]) != 1:
+            rest.append(p)
+            continue
+        g, like = node.inputs
+        axis = node.attrs["axes"][0]
+        dim = like.shape[axis]
+        if dim is None or node.attrs["steps"] != (1,):
+            rest.append(p)
+            continue
+        (start,), (end,), _ = onnx_slice_bounds(like.shape, node.attrs)
+        groups.setdefault((id(like), axis), []).append((start, end, g, like, p))
+    for (_, axis), pieces in groups.items():
+        pieces.sort(key=lambda piece: piece[0])
+        run = [pieces[0]]
+        for piece in pieces[1:] + [None]:
+            if piece is not None and piece[0] == run[-1][1]:
+                run.append(piece)
+                continue
+            rest.append(_joined(run, axis))
+            run = [piece]
+    return rest
+
+
+def _joined(run, axis):
+    if len(run) == 1:
+        return run[0][4]
+    start, end, like = run[0][0], run[-1][1], run[0][3]
+    joined = concat(*[piece[2] for piece in run], axis=axis)
+    if start == 0 and end == like.shape[axis] and joined.shape == like.shape:
+        return joined
+    return slice_grad(joined, like, starts=(start,), ends=(end,), axes=(axis,), steps=(1,))
+
+
 slice_runtime = Primitive("slice_runtime")  # numpy slicing with run-time int64 ``starts``/``ends``
 
 
