@@ -644,3 +644,21 @@ def test_lowering_at_opsets_17_and_21(opset):
     for got in (session.run(None, feeds), ReferenceEvaluator(model).run(None, feeds)):
         for k, (g, e) in enumerate(zip(got, expected)):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=f"output {k} at opset {opset}")
+
+
+def test_adjoints_of_adjacent_slices_join_into_one_concat():
+    # an LSTM's gates: z[:, :u], z[:, u:2u], ...: the gradient of z is one Concat of the gates'
+    # gradients, not one zero Pad per gate summed
+    from collections import Counter
+    x = K.placeholder((3, 8), dtype="float64")
+    y = K.sum(K.sigmoid(x[:, :2]) * 2) + K.sum(K.tanh(x[:, 2:4])) + K.sum(x[:, 4:8] ** 2)
+    g, = K.gradients(y, [x])
+    ops = Counter(n.op_type for n in K.function([x], [g]).session_model().graph.node)
+    assert ops["Concat"] == 1 and ops["Pad"] == 0 and ops["Add"] == 0, ops
+    a = np.random.default_rng(0).normal(size=(3, 8))
+    s = 1 / (1 + np.exp(-a[:, :2]))
+    want = np.concatenate([2 * s * (1 - s), 1 - np.tanh(a[:, 2:4]) ** 2, 2 * a[:, 4:8]], axis=1)
+    check(g, {x: a}, want)
+    # a gap (column 4 unused) and a separate run stay slices of the whole
+    check_grad(lambda p: K.concatenate([K.sigmoid(p[:, :2]) * 2, K.tanh(p[:, 2:4]), p[:, 5:8] ** 2], axis=1),
+               [np.random.default_rng(1).normal(size=(3, 8))])
