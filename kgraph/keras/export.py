@@ -22,6 +22,7 @@ from ..deploy.onnx_file import write_model
 from ..graph import Constant, Graph, Placeholder, Tensor
 from ..rewrite import specialize
 from ..lower import DEFAULT_OPSET, lower_model
+from ..lower.conv_affine import fold_conv_affine
 
 BATCH_DIM = "batch"
 
@@ -67,6 +68,7 @@ def inference_model(model, opset=DEFAULT_OPSET):
         frozen=variables, opset=opset, graph_name=model.name,
         dim_names=lambda name, i: BATCH_DIM if i == 0 else f"{name}_dim{i}",
         doc=f"kgraph inference export of Keras model {model.name!r}")
+    fold_conv_affine(proto)  # BatchNormalization (and any per-channel scale/shift) into the Conv
     for out in proto.graph.output:  # Keras outputs are batch-major like its inputs
         dims = out.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):

@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from ..graph import Constant, Graph, Variable
 from ..lower import DEFAULT_OPSET, lower_model
+from ..lower.conv_affine import fold_conv_affine
 from ..rewrite import specialize
 from . import session as sessions
 from .device import resolve_device
@@ -405,6 +406,8 @@ def function_to_onnx(fn, training=False, opset=None):
         model.graph.initializer.append(onnx.numpy_helper.from_array(p.default.astype(p.dtype), name))
     if training and variables:
         model.training_info.append(_initial_state(variables, names[n_in:n_in + n_var]))
+    if not training:  # weights are frozen in: per-channel scale/shift after a Conv folds into it
+        fold_conv_affine(model)
     return model
 
 
