@@ -190,6 +190,11 @@ def _(ctx, node, *names):
     params = body.inputs
     needed = getattr(ctx, "needed", None)
     used = [needed is None or id(t) in needed for t in node.outputs]
+    if needed is not None:  # only the forward values are read: a standard cell is one fused op
+        from .rnn_cells import lower_recognized_cell
+        fused = lower_recognized_cell(ctx, node, names, used)
+        if fused is not None:
+            return fused
     keep_carried, keep_scan, targets, reached = _live_parts(body, C, n_scan, used)
     seqs, caps = names[C:C + S], names[C + S:]
 
