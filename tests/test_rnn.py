@@ -547,3 +547,37 @@ def test_input_projection_is_hoisted_out_of_the_loop():
         return step_fn
     check_grad(lambda k: K.rnn(step64(k), a64, [K.constant(np.zeros((3, 6)), dtype="float64")])[1],
                [kernel.astype(np.float64) * 0.3])
+
+
+def test_weight_gradients_leave_the_backward_loop():
+    """The recurrent kernel's and the bias's gradients are one product / one sum over all steps
+    after the reversed Loop, not accumulated inside it; the Loop's invariant values (R^T) and
+    constants are computed once, outside."""
+    rng = np.random.default_rng(4)
+    x = K.placeholder((None, 6, 3))
+    w = K.variable(rng.normal(size=(3, 8)).astype(np.float32) * 0.5)
+    r = K.variable(rng.normal(size=(8, 8)).astype(np.float32) * 0.3)
+    b = K.variable(np.zeros(8, np.float32))
+
+    def step(x_t, states):
+        h = K.tanh(K.bias_add(K.dot(x_t, w) + K.dot(states[0], r), b))
+        return h, [h]
+    last, outputs, _ = K.rnn(step, x, [K.zeros_like(K.dot(x[:, 0, :], w))])
+    fn = K.function([x], K.gradients(K.sum(outputs * outputs), [r, b]))
+    model = fn.session_model()
+    loops = [n for n in model.graph.node if n.op_type == "Loop"]
+    backward = [n for n in loops if any(a.g.node and any(k.op_type == "Concat" or k.op_type == "Sub"
+                                                            for k in a.g.node) for a in n.attribute)]
+    for loop in loops:
+        body = [k.op_type for k in loop.attribute[0].g.node]
+        assert body.count("MatMul") == 1 and "Transpose" not in body and "Constant" not in body, body
+        assert "ReduceSum" not in body, body  # the bias gradient is summed outside
+    assert backward
+    w64, x64 = K.constant(K.get_value(w).astype(np.float64)), K.constant(rng.normal(size=(2, 6, 3)))
+
+    def outputs_for(rr):
+        def step64(x_t, states):
+            h = K.tanh(K.dot(x_t, w64) + K.dot(states[0], rr))
+            return h, [h]
+        return K.rnn(step64, x64, [K.constant(np.zeros((2, 8)), dtype="float64")])[1]
+    check_grad(outputs_for, [K.get_value(r).astype(np.float64)])

@@ -75,7 +75,11 @@ class LoweringContext:
         return out_names[0] if len(out_names) == 1 and not isinstance(outputs, (list, tuple)) else out_names
 
     def const(self, value, dtype=None, hint="const"):
-        """A constant value (numpy array or scalar), deduplicated by content."""
+        """A constant value (numpy array or scalar), deduplicated by content.  A body's constants
+        live in the outermost graph, which bodies read by name: a Constant node inside a Loop
+        body would run again at every step."""
+        if self.parent is not None:
+            return self.parent.const(value, dtype=dtype, hint=hint)
         arr = np.asarray(value, dtype=dtype)
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         if key in self._consts:

@@ -29,6 +29,8 @@ def lower_nodes(ctx, graph, simplify=True):
         if id(c) not in ctx.values and (plan is None or id(c) in plan.needed):
             ctx.values[id(c)] = ctx.const(c.value, hint=c.name)
     for node in graph.nodes:
+        if node.outputs and all(id(t) in ctx.values for t in node.outputs):
+            continue  # lowered by the caller: a Loop's invariant values, emitted before the Loop
         if plan is not None and apply_plan(ctx, plan, node):
             continue
         rule = node.primitive.lower_rule

@@ -132,7 +132,8 @@ def compatible_shapes(a, b):
 
 
 @loop.infer
-def _(*inputs, subgraphs, n_carried, n_sequences, n_scan, n_residuals=0, reverse=False, grad_loop=False):
+def _(*inputs, subgraphs, n_carried, n_sequences, n_scan, n_residuals=0, reverse=False, grad_loop=False,
+      batched_grads=()):
     body = subgraphs[0]
     C, S = n_carried, n_sequences
     if len(body.inputs) != len(inputs) or len(body.outputs) != C + n_scan:
@@ -210,6 +211,7 @@ def _(ctx, node, *names):
             bctx.values[id(params[C + k])] = bctx.op("Gather", seqs[k], index, axis=0)
     for p, outer in zip(params[C + S:], caps):
         bctx.values[id(p)] = outer
+    _lower_invariants_outside(ctx, bctx, targets, params[:C + S], params[C + S:], caps)
     carried_params = [params[i] for i in keep_carried]
     others = [p for i, p in enumerate(params) if i not in keep_carried]
     sub = Subgraph(carried_params, targets, captures=others)
@@ -269,6 +271,35 @@ def _(ctx, node, *names):
     return [n if n is not None else ctx.fresh("unused_loop_output") for n in out_names]
 
 
+def _lower_invariants_outside(ctx, bctx, targets, step_params, capture_params, capture_names):
+    """Emit the body's loop-invariant values — those computed from the captures alone, such as
+    ``transpose(R)`` in an RNN's backward step — once, before the Loop, instead of once per step;
+    the body reads them by their outer names (ONNX scoping)."""
+    varying = {id(p) for p in step_params}
+    invariant = []
+    for node in Graph(targets, stop=list(step_params) + list(capture_params)).nodes:
+        if (node.subgraphs or _has_effects(node) or node.primitive.lower_rule is None
+                or any(id(t) in varying for t in node.inputs)):
+            varying.update(id(o) for o in node.outputs)
+        else:
+            invariant.append(node)
+    if not invariant:
+        return
+    for p, outer in zip(capture_params, capture_names):
+        ctx.values[id(p)] = outer
+    for node in invariant:
+        for t in node.inputs:
+            if isinstance(t, Constant) and id(t) not in ctx.values:
+                ctx.values[id(t)] = ctx.const(t.value, hint=t.name)
+        ctx.current = node
+        names = node.primitive.lower_rule(ctx, node, *[ctx.lookup(t) for t in node.inputs])
+        names = [names] if isinstance(names, str) else list(names)
+        for t, name in zip(node.outputs, names):
+            ctx.values[id(t)] = name
+            bctx.values[id(t)] = name
+    ctx.current = None
+
+
 @loop.vjp
 def _(node, *gs):
     a = node.attrs
@@ -295,25 +326,53 @@ def _(node, *gs):
     accumulators = [zeros_like_(caps[k]) for k in float_caps]
     ct_outs = [gs[C + j] if gs[C + j] is not None else zeros_like_(node.outputs[C + j]) for j in float_outs]
     residuals = list(node.outputs[C + n_out:C + n_scan])
-    back = loop.bind([*ct_carried, *accumulators, *seqs, *residuals, *ct_outs, *caps],
-                     dict(n_carried=len(float_carried) + len(float_caps), n_sequences=S + R + len(float_outs),
-                          n_scan=len(float_seqs), n_residuals=0, reverse=not a.get("reverse", False),
+    # float capture position → (how its per-step factors combine, where each factor is)
+    batched = {pos: (kind, refs) for pos, kind, refs in a.get("batched_grads", ())}
+    accumulated = [pos for pos in range(len(float_caps)) if pos not in batched]
+    n_factors = len({ref for _, refs in batched.values() for ref in refs if ref[0] == "scan"})
+    back_seqs = [*seqs, *residuals, *ct_outs]
+    back = loop.bind([*ct_carried, *[accumulators[pos] for pos in accumulated], *back_seqs, *caps],
+                     dict(n_carried=len(float_carried) + len(accumulated), n_sequences=len(back_seqs),
+                          n_scan=len(float_seqs) + n_factors, n_residuals=0, reverse=not a.get("reverse", False),
                           grad_loop=True),
                      (node.subgraphs[1],))
     grads = [None] * len(node.inputs)
     for pos, i in enumerate(float_carried):
         grads[i] = back[pos]
-    for pos, k in enumerate(float_caps):
-        grads[C + S + k] = back[len(float_carried) + pos]
+    for j, pos in enumerate(accumulated):
+        grads[C + S + float_caps[pos]] = back[len(float_carried) + j]
+    first_scan = len(float_carried) + len(accumulated)
     for pos, k in enumerate(float_seqs):
-        grads[C + k] = back[len(float_carried) + len(float_caps) + pos]
+        grads[C + k] = back[first_scan + pos]
+    stacked = {"scan": back[first_scan + len(float_seqs):], "seq": back_seqs}
+    for pos, (kind, refs) in batched.items():
+        factors = [stacked[where][i] for where, i in refs]
+        grads[C + S + float_caps[pos]] = _combine_factors(kind, factors, caps[float_caps[pos]])
     return grads
+
+
+def _combine_factors(kind, factors, capture):
+    """A capture's gradient from its per-step factors, stacked over all steps: one product over
+    every (step, row) pair instead of one per step accumulated inside the backward loop."""
+    from .linalg import matmul, swap_last
+    from .reduce import reduce_sum
+    from .shape import reshape, squeeze
+    if kind == "matmul":  # sum over steps of a_t^T b_t
+        a, b = factors
+        rows_a = reshape(a, shape=(-1, a.shape[-1]))
+        rows_b = reshape(b, shape=(-1, b.shape[-1]))
+        return matmul(swap_last(rows_a), rows_b)
+    step_axes = tuple(kind[1])  # ("sum", axes): sum over steps of reduce_sum(b_t, axes)
+    b, = factors
+    axes = (0,) + tuple(x + 1 for x in step_axes)
+    total = squeeze(reduce_sum(b, axes=axes, keepdims=True), axes=(0,) + tuple(kind[2]))
+    return total if total.shape == capture.shape else reshape(total, shape=capture.shape)
 
 
 def _backward_body(body, C, S, n_scan):
     """The reverse step of a closed forward body, and the residuals it reads.
 
-    Returns ``(backward, residuals)``: ``residuals`` are forward-body tensors that depend on the
+    Returns ``(backward, residuals, batched)``: ``residuals`` are forward-body tensors that depend on the
     carried values (the forward loop must save them per step); ``backward`` is a closed
     ``Subgraph`` with inputs (cotangents of the float carried values, accumulators of the float
     captures' gradients | one step of each sequence, of each residual, of the cotangent of each
@@ -363,14 +422,59 @@ def _backward_body(body, C, S, n_scan):
     grads = substitute(grads, list(zip(residuals, saved)) + list(zip(slice_p, new_slices)) +
                        list(zip(cap_p, new_caps)))
     g_carried, g_seqs, g_caps = grads[:len(fc)], grads[len(fc):len(fc) + len(fs)], grads[len(fc) + len(fs):]
-    accumulated = [add(acc, g) if f else acc
-                   for acc, g, f in zip(accumulators, g_caps, flows[len(fc) + len(fs):])]
-    inputs = ct_carried + accumulators + new_slices + saved + ct_outs + new_caps
-    backward = Subgraph(inputs, g_carried + accumulated + g_seqs)
+    cap_flows = flows[len(fc) + len(fs):]
+    # a factor that is one step of a sequence the backward loop scans is that sequence, stacked;
+    # any other leaves the loop as a per-step output, once however many gradients use it
+    scanned = {id(t): ("seq", j) for j, t in enumerate(new_slices + saved + ct_outs)}
+    batched, factors, accumulated, kept = [], [], [], []
+    for pos, (acc, g, f) in enumerate(zip(accumulators, g_caps, cap_flows)):
+        split = _per_step_factors(g) if f else None
+        if split is None:
+            accumulated.append(add(acc, g) if f else acc)
+            kept.append(acc)
+            continue
+        kind, parts = split
+        refs = []
+        for t in parts:
+            if id(t) not in scanned:
+                scanned[id(t)] = ("scan", len(factors))
+                factors.append(t)
+            refs.append(scanned[id(t)])
+        batched.append((pos, kind, tuple(refs)))
+    inputs = ct_carried + kept + new_slices + saved + ct_outs + new_caps
+    backward = Subgraph(inputs, g_carried + accumulated + g_seqs + factors)
     stray = backward.graph.placeholders + backward.graph.variables
     if stray:
         raise RuntimeError(f"loop: the backward step reads values outside it: {[t.name for t in stray]}")
-    return backward, residuals
+    return backward, residuals, tuple(batched)
+
+
+def _per_step_factors(g):
+    """``(kind, factors)`` when a capture's per-step gradient ``g`` is a product or a sum that
+    all steps can compute at once from their stacked factors, else None:
+
+    * ``a^T @ b`` (the weight of ``K.dot(h, W)``) → ``("matmul", [a, b])``;
+    * ``sum(b, axes)`` (a bias) → ``(("sum", axes, squeezed), [b])``.
+    """
+    node = g.node
+    if node is None:
+        return None
+    name = node.primitive.name
+    if name == "matmul":
+        left, right = node.inputs
+        producer = left.node
+        if (producer is not None and producer.primitive.name == "transpose" and left.ndim == 2
+                and right.ndim == 2 and producer.attrs.get("perm") == (1, 0)
+                and None not in (left.shape[0], right.shape[-1])):
+            return "matmul", [producer.inputs[0], right]
+        return None
+    if name == "squeeze":
+        inner = node.inputs[0].node
+        if (inner is not None and inner.primitive.name == "reduce_sum" and inner.attrs.get("keepdims")
+                and tuple(node.attrs["axes"]) == tuple(inner.attrs["axes"])):
+            axes = tuple(inner.attrs["axes"])
+            return ("sum", axes, tuple(x + 1 for x in axes)), [inner.inputs[0]]
+    return None
 
 
 # -- hoisting the per-step input work out of the loop --------------------------------------------
@@ -477,13 +581,14 @@ def build_loop(carried, sequences, params, outputs, *, n_scan, start, reverse=Fa
         built = _backward_body(body, C, S, n_scan)
     except Exception:  # noqa: BLE001  (a step without a gradient still runs; the vjp raises why)
         built = None
+    batched = ()
     if built is not None:
-        backward, residuals = built
+        backward, residuals, batched = built
         subgraphs = (Subgraph(params, outputs + residuals), backward)
         n_residuals = len(residuals)
     results = loop.bind([*carried, *sequences, *captures],
                         dict(n_carried=C, n_sequences=S, n_scan=n_scan + n_residuals, n_residuals=n_residuals,
-                             reverse=bool(reverse), grad_loop=False),
+                             reverse=bool(reverse), grad_loop=False, batched_grads=batched),
                         subgraphs)
     return list(results[:C + n_scan]), captures
 
