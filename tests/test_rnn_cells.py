@@ -14,6 +14,7 @@ from onnx.reference import ReferenceEvaluator
 
 import kgraph
 import kgraph.backend as K
+from kgraph.ops import rnn_cells
 
 B, T, I, H = 3, 5, 4, 3
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -226,7 +227,15 @@ def check_recognized(step, params, np_step, n_states, op, tmp_path, go_backwards
     expected = np_rnn(np_step, values[0], values[1:], go_backwards)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, **TOL)
-    # the same K.rnn with its gradient taken keeps the Loop, whose forward values agree
+    # the same K.rnn traced under loops_kept() is a Loop, and agrees
+    with rnn_cells.loops_kept():
+        kept_inputs, kept_outputs = build(step, n_states, go_backwards)
+    kept = K.function(kept_inputs, kept_outputs)
+    kept_ops = op_types(kept.session_model())
+    assert "Loop" in kept_ops and op not in kept_ops, kept_ops
+    for g, e in zip(got, kept(values)):
+        np.testing.assert_allclose(g, e, **TOL)
+    # and so does its gradient's graph, which differentiates the Loop
     trainable = [p for p in params if p is not None]
     loop_fn = K.function(inputs, outputs + K.gradients(K.sum(outputs[0]), trainable))
     loop_ops = op_types(loop_fn.session_model())
@@ -398,3 +407,33 @@ def test_training_differentiates_the_loop_not_the_op():
         down[idx] -= eps
         numeric[idx] = (np_loss(up) - np_loss(down)) / (2 * eps)
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-4)
+
+
+def test_a_body_that_reads_x_t_itself_is_recognized_too():
+    """K.rnn hoists x_t @ W out of the loop; a loop built without that rewrite (the step's own
+    product of x_t inside the body) is the same cell and lowers to the same op."""
+    from kgraph.graph import Placeholder, Subgraph
+    from kgraph.ops import control
+    w = weights("LSTM", True, seed=13)
+    step, _ = lstm_cell(w, 2)
+    x = K.placeholder((None, None, I))
+    states = [K.placeholder((None, H)) for _ in range(2)]
+    sequence = K.permute_dimensions(x, (1, 0, 2))
+    start = control.trace_start()
+    state_params = [Placeholder(s.shape, s.dtype) for s in states]
+    x_t = Placeholder(sequence.shape[1:], sequence.dtype)
+    output, new_states = step(x_t, state_params)
+    params = state_params + [x_t]
+    captures, capture_params, body_outputs = control.close_over(params, new_states + [output], start)
+    body = Subgraph(params + capture_params, body_outputs)
+    assert "matmul" in [n.primitive.name for n in body.graph.nodes if any(t is x_t for t in n.inputs)]
+    h_T, c_T, stacked = control.loop.bind(
+        [*states, sequence, *captures], dict(n_carried=2, n_sequences=1, n_scan=1, n_residuals=0,
+                                             reverse=False, grad_loop=False), (body,))
+    fn = K.function([x] + states, [K.permute_dimensions(stacked, (1, 0, 2)), h_T, c_T])
+    ops = op_types(fn.session_model())
+    assert "LSTM" in ops and "Loop" not in ops, ops
+    values = feeds(2, seed=14)
+    expected = np_rnn(np_lstm(w), values[0], values[1:])
+    for g, e in zip(fn(values), [expected[0]] + expected[2:]):
+        np.testing.assert_allclose(g, e, **TOL)

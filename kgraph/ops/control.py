@@ -133,7 +133,7 @@ def compatible_shapes(a, b):
 
 @loop.infer
 def _(*inputs, subgraphs, n_carried, n_sequences, n_scan, n_residuals=0, reverse=False, grad_loop=False,
-      batched_grads=()):
+      batched_grads=(), keep_loop=False):
     body = subgraphs[0]
     C, S = n_carried, n_sequences
     if len(body.inputs) != len(inputs) or len(body.outputs) != C + n_scan:
@@ -586,10 +586,12 @@ def build_loop(carried, sequences, params, outputs, *, n_scan, start, reverse=Fa
         backward, residuals, batched = built
         subgraphs = (Subgraph(params, outputs + residuals), backward)
         n_residuals = len(residuals)
-    results = loop.bind([*carried, *sequences, *captures],
-                        dict(n_carried=C, n_sequences=S, n_scan=n_scan + n_residuals, n_residuals=n_residuals,
-                             reverse=bool(reverse), grad_loop=False, batched_grads=batched),
-                        subgraphs)
+    from .rnn_cells import fusing
+    attrs = dict(n_carried=C, n_sequences=S, n_scan=n_scan + n_residuals, n_residuals=n_residuals,
+                 reverse=bool(reverse), grad_loop=False, batched_grads=batched)
+    if not fusing():  # an attribute, so that the session cache tells the two lowerings apart
+        attrs["keep_loop"] = True
+    results = loop.bind([*carried, *sequences, *captures], attrs, subgraphs)
     return list(results[:C + n_scan]), captures
 
 

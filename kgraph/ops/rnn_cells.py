@@ -15,8 +15,11 @@ the cell's equations.  Anything else (a mask's select, a dropout multiply on the
 extra op, an activation ONNX's cells lack) fails the match.  Column ranges make the two Keras
 implementations (one product sliced per gate, or one product per gate) the same thing, and
 the input projection that ``hoist_sequence_work`` moved out of the loop is read back through
-the producers of the loop's sequence input.
+the producers of the loop's sequence input.  Loops traced inside ``loops_kept()`` stay Loops.
 """
+import contextlib
+import threading
+
 import numpy as np
 
 from ..graph import Constant
@@ -25,6 +28,31 @@ from ..graph import Constant
 # slope and offset, which are ONNX HardSigmoid's defaults: no activation_alpha/beta is written.
 _ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
 _FLOATS = ("float32",)  # onnxruntime's CPU LSTM/GRU/RNN kernels are float only
+
+
+class _Fusion(threading.local):
+    enabled = True
+
+
+_fusion = _Fusion()
+
+
+def fusing():
+    """Whether loops traced now may lower to a fused cell (see ``loops_kept``)."""
+    return _fusion.enabled
+
+
+@contextlib.contextmanager
+def loops_kept():
+    """Loops traced inside (``K.rnn``, ``map_fn`` ...) lower to ONNX ``Loop`` even when their body
+    is a standard cell: for comparing the two lowerings, or for a runtime whose fused ops differ.
+    The choice is a loop attribute, part of the graph's signature, so cached sessions of the
+    two forms stay apart."""
+    saved, _fusion.enabled = _fusion.enabled, False
+    try:
+        yield
+    finally:
+        _fusion.enabled = saved
 
 
 class NoMatch(Exception):
@@ -340,7 +368,7 @@ def match_cell(node, used):
     the saved residuals of a training graph must not be."""
     a = node.attrs
     C, n_scan, R = a["n_carried"], a["n_scan"], a.get("n_residuals", 0)
-    if a.get("reverse") or a.get("grad_loop") or any(used[C + n_scan - R:]) or C not in (1, 2):
+    if a.get("keep_loop") or a.get("reverse") or a.get("grad_loop") or any(used[C + n_scan - R:]) or C not in (1, 2):
         return None
     body = node.subgraphs[0]
     states = body.inputs[:C]
