@@ -437,3 +437,21 @@ def test_a_body_that_reads_x_t_itself_is_recognized_too():
     expected = np_rnn(np_lstm(w), values[0], values[1:])
     for g, e in zip(fn(values), [expected[0]] + expected[2:]):
         np.testing.assert_allclose(g, e, **TOL)
+
+
+def test_a_projection_the_function_also_returns_stays_computed():
+    """The hoisted x @ W the fused op replaces is dropped only when nothing else reads it: here
+    the function returns the same product too (merged with the hoisted one)."""
+    w = weights("RNN", True, seed=15)
+    step, (kernel, _, _) = simple_cell(w)
+    inputs, outputs = build(step, 1)
+    projection = K.dot(K.permute_dimensions(inputs[0], (1, 0, 2)), kernel)
+    fn = K.function(inputs, outputs + [projection])
+    model = fn.session_model()
+    onnx.checker.check_model(model, full_check=True)
+    assert "RNN" in op_types(model) and "MatMul" in op_types(model)
+    values = feeds(1, seed=16)
+    got = fn(values)
+    expected = np_rnn(np_simple(w), values[0], values[1:])
+    for g, e in zip(got, expected + [values[0].transpose(1, 0, 2) @ w[0]]):
+        np.testing.assert_allclose(g, e, **TOL)

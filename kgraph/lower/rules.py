@@ -209,7 +209,20 @@ def drop_unread(ctx, keep, names):
         names = [i for n in dead for i in n.input if i]
     return removed
 
-PASSES = [clip_selects_to_max, conv_bias_into_conv]
+
+def released_projections(ctx, keep):
+    """What computed the values a lowering stopped reading — the input projections hoisted out
+    of a loop that a fused LSTM/GRU/RNN op computes itself (kgraph/ops/rnn_cells.py lists them
+    in ``ctx.released``) — is removed when nothing else reads it: ONNX Runtime runs unread nodes
+    too (measured: it keeps them in its optimized graph)."""
+    names = getattr(ctx, "released", None)
+    if not names:
+        return 0
+    ctx.released = []
+    return drop_unread(ctx, keep, set(names))
+
+
+PASSES = [clip_selects_to_max, conv_bias_into_conv, released_projections]
 
 
 def apply_rules(ctx, keep):

@@ -484,22 +484,7 @@ def lower_recognized_cell(ctx, node, names, used):
     n_scan, R = node.attrs["n_scan"], node.attrs.get("n_residuals", 0)
     out = [finals[i] for i in range(C)] + [stacked] * (n_scan - R)
     out += [ctx.fresh("unused_loop_output") for _ in range(R)]
-    _drop_unread(ctx, released)
+    # removed after the whole graph is lowered, if nothing else reads them (lower/rules.py)
+    ctx.released = getattr(ctx, "released", []) + released
     return out
 
-
-def _drop_unread(ctx, names):
-    """Remove what computed the hoisted projections the fused op replaces, when nothing emitted
-    reads them: the op projects the input itself, and ONNX Runtime runs unread nodes too
-    (measured: it keeps them in the optimized graph)."""
-    from ..lower.rules import _read_counts
-    names = set(names)
-    while names:
-        reads = _read_counts(ctx.nodes)
-        names = {n for n in names if reads.get(n, 0) == 0}
-        dead = [n for n in ctx.nodes if not n.domain and n.output and set(n.output) <= names]
-        if not dead:
-            return
-        ids = {id(n) for n in dead}
-        ctx.nodes[:] = [n for n in ctx.nodes if id(n) not in ids]
-        names = {i for n in dead for i in n.input if i}
