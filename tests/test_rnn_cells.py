@@ -455,3 +455,47 @@ def test_a_projection_the_function_also_returns_stays_computed():
     expected = np_rnn(np_simple(w), values[0], values[1:])
     for g, e in zip(got, expected + [values[0].transpose(1, 0, 2) @ w[0]]):
         np.testing.assert_allclose(g, e, **TOL)
+
+
+class _KOps:
+    dot, tanh, sigmoid = staticmethod(K.dot), staticmethod(K.tanh), staticmethod(K.sigmoid)
+
+
+class _NpOps:
+    dot, tanh, sigmoid = staticmethod(np.matmul), staticmethod(np.tanh), staticmethod(_np_sigmoid)
+
+
+# steps near the cells' equations, written once for K and numpy: (step(ops, w, x_t, h) -> h, fused?)
+NEAR_MISSES = {
+    "two recurrent products": (lambda o, w, x, h: o.tanh(o.dot(x, w[0]) + o.dot(o.dot(h, w[1]), w[2])), False),
+    "state times the activation": (lambda o, w, x, h: o.tanh(o.dot(x, w[0]) + o.dot(h, w[1])) * h, False),
+    "2 - z in a GRU-like update": (lambda o, w, x, h: (lambda z: z * h + (2 - z) * o.tanh(o.dot(x, w[0])
+                                                                                       + o.dot(h, w[2])))(
+        o.sigmoid(o.dot(x, w[0]) + o.dot(h, w[1]))), False),
+    "a projection of a projection": (lambda o, w, x, h: o.tanh(o.dot(o.dot(x, w[0]), w[2]) + o.dot(h, w[1])), True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR_MISSES))
+def test_steps_near_a_cell_lower_correctly(name):
+    """Either the fused op or the Loop, and numpy's values either way; never a failed lowering."""
+    formula, fused = NEAR_MISSES[name]
+    rng = np.random.default_rng(17)
+    w = [rng.normal(0, 0.5, s).astype(np.float32) for s in ((I, H), (H, H), (H, H))]
+    kw = [K.variable(v) for v in w]
+
+    def step(x_t, states):
+        h = formula(_KOps, kw, x_t, states[0])
+        return h, [h]
+
+    def np_step(x_t, states):
+        h = formula(_NpOps, w, x_t, states[0])
+        return h, [h]
+    inputs, outputs = build(step, 1)
+    fn = K.function(inputs, outputs)
+    model = fn.session_model()
+    onnx.checker.check_model(model, full_check=True)
+    assert ("RNN" in op_types(model)) == fused and ("Loop" in op_types(model)) != fused, op_types(model)
+    values = feeds(1, seed=18)
+    for g, e in zip(fn(values), np_rnn(np_step, values[0], values[1:])):
+        np.testing.assert_allclose(g, e, **TOL)

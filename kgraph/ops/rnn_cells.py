@@ -107,16 +107,21 @@ def _columns(shape, attrs, width):
 
 
 # -- symbolic evaluation ------------------------------------------------------------------------
+def _tagged(v, tag):
+    """Whether ``v`` is an expression node ``(tag, ...)`` (not a Lin or Weight)."""
+    return isinstance(v, tuple) and v[0] == tag
+
+
 def _matmul(node, a, b, rank):
     if not isinstance(b, Weight) or b.tensor.ndim != 2 or node.inputs[0].ndim != rank:
         raise NoMatch("a product that is not by a weight matrix")
-    if a[0] == "x":
+    if _tagged(a, "x"):
         term = Term("x", a[1], b)
-    elif a[0] == "state":
+    elif _tagged(a, "state"):
         term = Term("h", a[1], b)
-    elif a[0] == "mul" and any(v[0] == "state" for v in a[1:]) and any(v[0] == "act" for v in a[1:]):
-        state = next(v for v in a[1:] if v[0] == "state")
-        gate = next(v for v in a[1:] if v[0] == "act")
+    elif _tagged(a, "mul") and any(_tagged(v, "state") for v in a[1:]) and any(_tagged(v, "act") for v in a[1:]):
+        state = next(v for v in a[1:] if _tagged(v, "state"))
+        gate = next(v for v in a[1:] if _tagged(v, "act"))
         term = Term("hr", (state[1], gate), b)  # GRU, reset before the product
     else:
         raise NoMatch("a product of something other than x_t or a state")
@@ -138,7 +143,7 @@ def _add(node, a, b):
 def _mul(node, a, b):
     if isinstance(a, Lin) and isinstance(b, tuple):
         a, b = b, a
-    if isinstance(a, tuple) and a[0] == "act" and isinstance(b, Lin):
+    if _tagged(a, "act") and isinstance(b, Lin):
         # GRU reset_after: r * (h @ R + b_R) — the product and its bias are reset together
         if any(t.kind not in ("h", "b") for t in b.terms):
             raise NoMatch("a gate times a sum that reads x_t")
@@ -258,12 +263,12 @@ def _pairs(expr, op):
 
 
 def _is_state(v, i):
-    return isinstance(v, tuple) and v[0] == "state" and v[1] == i
+    return _tagged(v, "state") and v[1] == i
 
 
 def _gate(v, activation=None):
     """An activation of a gate sum: (activation, Lin), or NoMatch."""
-    if not (isinstance(v, tuple) and v[0] == "act" and isinstance(v[2], Lin)):
+    if not (_tagged(v, "act") and isinstance(v[2], Lin)):
         raise NoMatch("not a gate")
     if activation is not None and v[1] != activation:
         raise NoMatch("gates with different activations")
@@ -321,7 +326,7 @@ def _match_lstm(carried, hidden):
 
 
 def _is_one_minus(v, z):
-    return (isinstance(v, tuple) and v[0] == "sub" and v[2] is z and v[1][0] == "const"
+    return (_tagged(v, "sub") and v[2] is z and _tagged(v[1], "const")
             and v[1][1].size == 1 and float(v[1][1].reshape(())) == 1.0)
 
 
