@@ -392,7 +392,7 @@ def match_cell(node, used):
                 continue
         else:
             return None
-    except NoMatch:
+    except (NoMatch, RecursionError):  # a body deeper than any cell's: not one
         return None
     if any(s is not carried[cell["h"]] for s in scans) or any(p.shape[1] != hidden for p in states):
         return None

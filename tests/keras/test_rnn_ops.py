@@ -129,13 +129,13 @@ def _sequential(layer):
     return model
 
 
-CASES = [  # (layer, ONNX op, onnx.reference runs it: default activations, no linear_before_reset)
+CASES = [  # (layer, ONNX op, onnx.reference runs it: its LSTM/GRU/RNN know the default activations only)
     (lambda: layers.LSTM(U, implementation=1, return_sequences=True), "LSTM", True),
     (lambda: layers.LSTM(U, implementation=2, return_sequences=True, go_backwards=True), "LSTM", True),
     (lambda: layers.LSTM(U, activation="relu", recurrent_activation="hard_sigmoid", use_bias=False), "LSTM", False),
     (lambda: layers.GRU(U, implementation=1, return_sequences=True), "GRU", True),
-    (lambda: layers.GRU(U, implementation=2, reset_after=True, return_sequences=True), "GRU", False),
-    (lambda: layers.GRU(U, implementation=1, reset_after=True, go_backwards=True), "GRU", False),
+    (lambda: layers.GRU(U, implementation=2, reset_after=True, return_sequences=True), "GRU", True),
+    (lambda: layers.GRU(U, implementation=1, reset_after=True, go_backwards=True), "GRU", True),
     (lambda: layers.GRU(U, implementation=2, recurrent_activation="hard_sigmoid", use_bias=False,
                         return_sequences=True), "GRU", False),
     (lambda: layers.SimpleRNN(U, return_sequences=True), "RNN", True),
