@@ -475,6 +475,8 @@ def lower_recognized_cell(ctx, node, names, used):
         inputs.append(ctx.op("Unsqueeze", names[cell["c"]], unsqueeze0))
         hints.append("rnn_y_c")
     if cell["op"] == "GRU":
+        # written even when 0 (the default): onnxruntime's CUDA provider sends a GRU to its CPU
+        # kernel only when the attribute says 0; cuDNN's own GRU always resets after the product
         attrs["linear_before_reset"] = cell["linear_before_reset"]
     if cell["op"] == "LSTM":
         results = ctx.op("LSTM", *inputs, outputs=hints, **attrs)
