@@ -232,3 +232,16 @@ def test_training_keeps_the_loop_and_predict_follows_the_new_weights():
     sequence, _ = np_layer(model.layers[0], x)  # from the trained weights
     np.testing.assert_allclose(model.predict(x), sequence[:, -1], **TOL)
     assert keras.backend.backend() == "kgraph.backend"
+
+
+def test_stacked_layers_each_become_one_op(tmp_path):
+    """LSTM → GRU: the second op reads the first one's output sequence."""
+    model = models.Sequential([layers.LSTM(U, return_sequences=True, input_shape=(T, I)),
+                               layers.GRU(U, reset_after=True)])
+    ops = _predict_ops(model)
+    assert ops.count("LSTM") == 1 and ops.count("GRU") == 1 and "Loop" not in ops, ops
+    x = _x(19)
+    first, _ = np_layer(model.layers[0], x)
+    second, _ = np_layer(model.layers[1], first)
+    np.testing.assert_allclose(model.predict(x), second[:, -1], **TOL)
+    _check_file(model, tmp_path, x, [second[:, -1]], "GRU", reference=True)
