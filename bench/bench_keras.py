@@ -265,7 +265,103 @@ def bench_compile():
         print(f"  {name:<12} {built - start:7.2f}s {predicted - built:13.2f}s {trained - predicted:20.2f}s")
 
 
-SECTIONS = ("step", "fit", "compile")
+# -- memory ----------------------------------------------------------------------------------
+def bench_memory(child=None, batch=32):
+    """Peak resident memory of one ResNet50 (keras_applications, weights=None, 224x224) training
+    step through kgraph, against a ResNet50 of the same layers in PyTorch (torchvision is not
+    installable here: bottleneck blocks [3, 4, 6, 3], written below).  Each side runs in a fresh
+    subprocess (``child``): the peak ``ru_maxrss`` minus the RSS after the imports, before the
+    model is built, so imported libraries count on neither side."""
+    import json
+    import resource
+    import subprocess
+
+    def rss_mb():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+    if child is not None:
+        rng = np.random.default_rng(0)
+        x = rng.random((batch, 224, 224, 3), dtype=np.float32)
+        labels = np.arange(batch) % 10
+        if child == "kgraph":
+            import keras
+            import keras.backend as KB
+            KB.clear_session()
+            base = rss_mb()
+            model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
+            model.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+            onehot = np.eye(10, dtype=np.float32)[labels]
+            steps = [lambda: model.train_on_batch(x, onehot)] * 2
+        else:
+            import torch
+            from torch import nn
+            torch.set_num_threads(int(os.environ.get("KGRAPH_NUM_THREADS", "1")))
+
+            class Bottleneck(nn.Module):
+                def __init__(self, cin, width, stride):
+                    super().__init__()
+                    cout = 4 * width
+                    self.body = nn.Sequential(
+                        nn.Conv2d(cin, width, 1, stride, bias=True), nn.BatchNorm2d(width, eps=1e-3), nn.ReLU(),
+                        nn.Conv2d(width, width, 3, 1, 1, bias=True), nn.BatchNorm2d(width, eps=1e-3), nn.ReLU(),
+                        nn.Conv2d(width, cout, 1, bias=True), nn.BatchNorm2d(cout, eps=1e-3))
+                    self.short = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(
+                        nn.Conv2d(cin, cout, 1, stride, bias=True), nn.BatchNorm2d(cout, eps=1e-3))
+
+                def forward(self, t):
+                    return torch.relu(self.body(t) + self.short(t))
+
+            base = rss_mb()
+            blocks, cin = [], 64
+            for width, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+                for i in range(n):
+                    blocks.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                    cin = 4 * width
+            net = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.BatchNorm2d(64, eps=1e-3), nn.ReLU(),
+                                nn.MaxPool2d(3, 2, 1), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                nn.Linear(2048, 10))
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+            yt = torch.from_numpy(labels)
+
+            def step():
+                loss = nn.functional.cross_entropy(net(xt), yt)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            steps = [step] * 2
+        start = time.perf_counter()
+        for run in steps:  # the first step includes the compile; the second shows the steady state
+            run()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"peak_mb": peak - base, "base_mb": base, "after_mb": rss_mb() - base,
+                          "seconds": time.perf_counter() - start}))
+        return
+    print(f"\nMemory: peak resident memory of a ResNet50 training step, batch {batch} "
+          f"(224x224, 10 classes), each in a fresh process, above its RSS before the model is built")
+    results = {}
+    for side in ("kgraph", "torch"):
+        if side == "torch" and torch_or_none() is None:
+            print("  torch: not installed (skipped)")
+            continue
+        code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+                f"import bench_keras; bench_keras.bench_memory({side!r}, {batch})")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode or not lines:
+            print(f"  {side}: failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+            continue
+        results[side] = json.loads(lines[-1])
+        r = results[side]
+        print(f"  {side:<7} peak {r['peak_mb']:8.0f} MB   (held after the steps {r['after_mb']:6.0f} MB; "
+              f"imports {r['base_mb']:.0f} MB; 2 steps {r['seconds']:.1f} s)")
+    if len(results) == 2:
+        print(f"  kgraph / torch: {results['kgraph']['peak_mb'] / results['torch']['peak_mb']:.2f}x   "
+              f"(target <= 1.2x)")
+
+
+SECTIONS = ("step", "fit", "compile", "memory")
 
 
 def main(argv=None):
@@ -294,6 +390,8 @@ def main(argv=None):
             bench_fit(threads, max(3, args.rounds // 3), torch)
     if "compile" in sections:
         bench_compile()
+    if "memory" in sections:
+        bench_memory()
 
 
 if __name__ == "__main__":
