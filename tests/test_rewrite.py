@@ -163,3 +163,34 @@ def test_the_original_graph_is_untouched():
     node = y.node
     out, = specialize([y], {id(c): Constant(np.float32(1.0))})
     assert out is x and y.node is node and node.inputs[1] is c
+
+
+def test_a_fed_learning_phase_gets_a_session_per_value():
+    # Keras feeds the learning phase (0 to predict, 1 to fit): each value gets a function of its
+    # own, specialized to it, so predict computes no dropout mask and no batch statistics
+    x = K.placeholder((None, 4))
+    phase = K.learning_phase()
+    rate = 0.5
+    out = K.in_train_phase(K.dropout(x, rate, seed=1), x * 1.0)
+    fn = K.function([x, phase], [out])
+    a = np.ones((3, 4), np.float32)
+    np.testing.assert_allclose(fn([a, 0])[0], a)
+    trained = fn([a, 1])[0]
+    assert set(np.unique(trained)) <= {0.0, 2.0}
+    assert sorted(fn._variants) == [(False,), (True,)]
+    inference_ops = Counter(n.op_type for n in fn._variants[(False,)].session_model().graph.node)
+    training_ops = Counter(n.op_type for n in fn._variants[(True,)].session_model().graph.node)
+    assert "BitwiseXor" not in inference_ops and "Where" not in inference_ops, inference_ops
+    assert training_ops["BitwiseXor"] > 0  # the threefry draw of the mask
+    exported = fn.to_onnx()  # the export keeps the phase as an input
+    names = [i.name for i in exported.graph.input]
+    assert names[1] == "keras_learning_phase"
+    np.testing.assert_allclose(ReferenceEvaluator(exported).run(None, {names[0]: a, names[1]: np.asarray(False)})[0], a)
+
+
+def test_placeholders_with_defaults_that_are_not_fed_are_constants():
+    x = K.placeholder((2,))
+    out = K.in_train_phase(x * 2.0, x * 3.0)
+    fn = K.function([x], [out])
+    assert "Where" not in ops(fn)
+    np.testing.assert_allclose(fn([np.ones(2, np.float32)])[0], [3.0, 3.0])

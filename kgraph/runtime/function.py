@@ -132,6 +132,12 @@ class SparseFeedSpec:
         return np.ascontiguousarray(indices), values, np.asarray(shape, dtype=np.int64)
 
 
+def _is_switch(placeholder):
+    """A fed scalar bool placeholder with a default: the learning phase."""
+    return (placeholder.dtype == "bool" and placeholder.shape == () and placeholder.default is not None
+            and not getattr(placeholder, "sparse_parts", None))
+
+
 def _fmt(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -148,7 +154,9 @@ class Function:
         self.outputs = list(outputs)
         self.opset = opset or DEFAULT_OPSET
         self.device = resolve_device(device)
+        self._options = dict(name=name, device=device, opset=opset, mode=mode)
         updates = list(updates)
+        self._user_updates = list(updates)
         graph = Graph(self.outputs + [new for _, new in updates])
         # random ops advance their counters: updates the user never wrote
         updated = {id(v) for v, _ in updates}
@@ -178,6 +186,11 @@ class Function:
         self.fetches = self.outputs + [n.outputs[0] for n in self.printed]
         self.n_outputs = len(self.outputs)
         self.n_fetches = len(self.fetches)
+        # a fed learning phase (Keras feeds 0 to predict, 1 to fit): each value it takes gets a
+        # function of its own, specialized to it, so the branch not taken (Dropout's mask,
+        # BatchNormalization's batch statistics) is not computed at all
+        self.switches = [i for i, p in enumerate(self.feed_inputs) if _is_switch(p)]
+        self._variants = {}
         if mode is None:
             mode = "resident" if self.device.keeps_variables_resident else (
                 "fed" if updates or not self.variables else "frozen")
@@ -185,14 +198,14 @@ class Function:
         self._calls_since_build = 0
         self._writes_seen = None
         self._executor = None
-        self._build()
+        if not self.switches:
+            self._build()
 
     # -- compilation ------------------------------------------------------------------
     def _lower(self, outputs, frozen):
-        all_inputs = self.inputs + self.defaults
         return lower_model(
-            all_inputs, outputs,
-            input_names=[f"in{i}" for i in range(len(all_inputs))],
+            self.inputs, outputs,
+            input_names=[f"in{i}" for i in range(len(self.inputs))],
             output_names=[f"out{i}" for i in range(self.n_fetches + len(self.updates))],
             variables=self.fed_variables, variable_names=[f"var{i}" for i in range(len(self.fed_variables))],
             frozen=self.variables if frozen else (), opset=self.opset, graph_name=self.name)
@@ -202,17 +215,20 @@ class Function:
         baked = [] if frozen or not self.bake_read_only else self.read_only
         baked_ids = {id(v) for v in baked}
         self.fed_variables = [] if frozen else [v for v in self.variables if id(v) not in baked_ids]
-        outputs = specialize(self.fetches + [new for _, new in self.updates],
-                             {id(v): Constant(v.numpy(), name=v.name) for v in baked})
+        # placeholders that are never fed hold their defaults: constants too
+        constants = {id(p): Constant(np.asarray(p.default, dtype=p.dtype), name=p.name) for p in self.defaults}
+        constants.update({id(v): Constant(v.numpy(), name=v.name) for v in baked})
+        outputs = specialize(self.fetches + [new for _, new in self.updates], constants)
         # values that a rebuild specializes the session to: all variables when frozen
         self._watched = self.variables if frozen else baked
         self._versions = [v.version for v in self._watched]
         self._writes_seen = Variable.writes if self._watched else None
-        if frozen:
-            sess = sessions.create_session(self._lower(outputs, True), self.device)
+        if frozen:  # weights are initializers: BatchNormalization folds into the Conv before it
+            model = self._lower(outputs, True)
+            fold_conv_affine(model)
+            sess = sessions.create_session(model, self.device)
         else:  # constants are keyed by content: functions baked to the same values share a session
-            key = ("fed", self.opset, Graph(outputs).signature(inputs=self.inputs + self.defaults,
-                                                               variables=self.fed_variables))
+            key = ("fed", self.opset, Graph(outputs).signature(inputs=self.inputs, variables=self.fed_variables))
             sess = sessions.cached_session(key, lambda: self._lower(outputs, False), self.device)
         self.session = sess
         self._session_outputs = outputs
@@ -222,8 +238,26 @@ class Function:
 
     def session_model(self):
         """The ``onnx.ModelProto`` this function's session runs now (inputs ``in<i>`` then fed
-        variables ``var<i>``; outputs ``out<i>``): for inspection, benchmarks and tests."""
-        return self._lower(self._session_outputs, self.mode == "frozen")
+        variables ``var<i>``; outputs ``out<i>``; with a learning phase among the inputs, the
+        function specialized to its default): for inspection, benchmarks and tests."""
+        if self.switches:
+            return self._variant(tuple(bool(self.feed_inputs[i].default) for i in self.switches)).session_model()
+        model = self._lower(self._session_outputs, self.mode == "frozen")
+        if self.mode == "frozen":
+            fold_conv_affine(model)
+        return model
+
+    def _variant(self, key):
+        """The function specialized to the switch values ``key`` (built on first use)."""
+        variant = self._variants.get(key)
+        if variant is None:
+            switched = {id(self.feed_inputs[i]): Constant(np.asarray(value)) for i, value in zip(self.switches, key)}
+            targets = [v for v, _ in self._user_updates]
+            values = specialize(self.outputs + [new for _, new in self._user_updates], switched)
+            rest = [p for i, p in enumerate(self.feed_inputs) if i not in self.switches]
+            variant = self._variants[key] = Function(
+                rest, values[:self.n_outputs], list(zip(targets, values[self.n_outputs:])), **self._options)
+        return variant
 
     def _variables_changed(self):
         self._writes_seen = Variable.writes
@@ -246,6 +280,9 @@ class Function:
         if len(inputs) != len(self.feeds):
             raise ValueError(f"{self.where}: expected {len(self.feeds)} inputs "
                              f"({', '.join(p.name for p in self.feed_inputs)}), got {len(inputs)}")
+        if self.switches:
+            key = tuple(bool(self.feeds[i](inputs[i])) for i in self.switches)
+            return self._variant(key)([x for i, x in enumerate(inputs) if i not in self.switches])
         if self._writes_seen is not None and Variable.writes != self._writes_seen:
             self._variables_changed()
         self._calls_since_build += 1
@@ -285,15 +322,12 @@ class NumpyExecutor:
         self.fn = fn
         self.run_c = getattr(sess, "_sess", sess).run
         self.names = [f"in{i}" for i in range(len(fn.inputs))]
-        base = len(fn.inputs)
-        self.default_feeds = {f"in{base + i}": np.asarray(p.default, dtype=p.dtype)
-                              for i, p in enumerate(fn.defaults)}
         self.variables = fn.fed_variables
         self.var_names = [f"var{i}" for i in range(len(self.variables))]
         self.out_names = [f"out{i}" for i in range(fn.n_fetches + len(fn.updates))]
         self.targets = [v for v, _ in fn.updates]
         self.n_out = fn.n_fetches
-        if not self.default_feeds and not self.var_names and not self.targets:
+        if not self.var_names and not self.targets:
             self.run = self.run_inputs_only  # frozen or stateless: feeds are just the inputs
 
     def run_inputs_only(self, values):
@@ -301,8 +335,6 @@ class NumpyExecutor:
 
     def run(self, values):
         feeds = dict(zip(self.names, values))
-        if self.default_feeds:
-            feeds.update(self.default_feeds)
         for name, v in zip(self.var_names, self.variables):
             value = v.value
             feeds[name] = value if isinstance(value, np.ndarray) else value.numpy()
@@ -324,8 +356,6 @@ class ResidentExecutor:
         self.device = fn.device.ort_device
         self.index = fn.device.index
         self.names = [f"in{i}" for i in range(len(fn.inputs))]
-        base = len(fn.inputs)
-        self.default_feeds = [(f"in{base + i}", np.asarray(p.default, dtype=p.dtype)) for i, p in enumerate(fn.defaults)]
         self.var_names = [f"var{i}" for i in range(len(fn.fed_variables))]
         self.out_names = [f"out{i}" for i in range(fn.n_fetches)]
         self.update_names = [f"out{fn.n_fetches + i}" for i in range(len(fn.updates))]
@@ -349,8 +379,6 @@ class ResidentExecutor:
     def run(self, values):
         binding = self.sess.io_binding()
         for name, x in zip(self.names, values):
-            binding.bind_cpu_input(name, x)
-        for name, x in self.default_feeds:
             binding.bind_cpu_input(name, x)
         current = [self.to_device(v) for v in self.fn.fed_variables]
         for name, value in zip(self.var_names, current):
