@@ -12,7 +12,7 @@ Uses: compiled functions bake the variables they read but never update (Keras's 
 ``lr``) into constants (``kgraph.runtime.function``); Keras exports fix the learning phase to 0
 (``kgraph.keras.export``).
 """
-from ..graph import Constant, Graph, Subgraph, Tensor
+from ..graph import Graph, Subgraph, Tensor
 from .identities import RULES
 
 
@@ -57,4 +57,4 @@ def _specialize_captures(sub, new, rules):
     return Subgraph(sub.inputs, specialize(sub.outputs, pairs, rules), [new.get(id(c), c) for c in sub.captures])
 
 
-__all__ = ["specialize", "apply_rules", "RULES", "Constant"]
+__all__ = ["specialize", "apply_rules", "RULES"]
