@@ -18,108 +18,21 @@ outputs' cotangents.
 Outputs that nothing reads (the residuals in an inference graph, a capture gradient nobody asked
 for) are left out of the ONNX ``Loop`` when it is lowered, with the work that only they needed.
 Gradients of gradients through a loop are not supported.
+
+Tracing a step into a body is ``tracing.py``; moving its input projection out of the loop is
+``loop_hoist.py``.
 """
 import numpy as np
 from onnx import helper
 
 from .. import dtypes
-from ..graph import Constant, Graph, Placeholder, Subgraph, Tensor
+from ..graph import Constant, Graph, Placeholder, Subgraph
 from .elementwise import add, zeros_like_
+from .loop_hoist import hoist_sequence_work
 from .primitive import InferError, Primitive
+from .tracing import close_over, depending, has_effects, node_reads, params_reached, substitute, trace_start  # noqa: F401
 
 INT64_MIN = int(np.iinfo(np.int64).min)
-INLINE_CONSTANT_MAX = 16  # elements; as ``LoweringContext.const`` decides between node and initializer
-
-
-# -- tracing a step function into a closed body ----------------------------------------------
-def trace_start():
-    """A mark in tensor creation order: tensors a step function creates after it belong to the
-    body, older ones are outer values the body captures."""
-    return Tensor((), "bool", name="trace_mark").uid
-
-
-def _reads(node):
-    return tuple(node.inputs) + tuple(c for g in node.subgraphs for c in g.captures)
-
-
-def substitute(outputs, replacements):
-    """``outputs`` rebuilt with each ``old`` of the ``(old, new)`` pairs replaced by ``new``.  Nodes
-    between them are bound again (their shape rules rerun); nodes that read nothing replaced are
-    shared, not copied."""
-    new = {id(old): repl for old, repl in replacements}
-    graph = Graph(outputs, stop=[old for old, _ in replacements])
-    for node in graph.nodes:
-        if not any(id(t) in new for t in _reads(node)):
-            continue
-        subgraphs = tuple(_substitute_captures(g, new) for g in node.subgraphs)
-        res = node.primitive.bind([new.get(id(t), t) for t in node.inputs], dict(node.attrs), subgraphs)
-        for old, repl in zip(node.outputs, (res,) if isinstance(res, Tensor) else res):
-            new[id(old)] = repl
-    return [new.get(id(t), t) for t in outputs]
-
-
-def _substitute_captures(sub, new):
-    pairs = [(c, new[id(c)]) for c in sub.captures if id(c) in new]
-    if not pairs:
-        return sub
-    return Subgraph(sub.inputs, substitute(sub.outputs, pairs), [new.get(id(c), c) for c in sub.captures])
-
-
-def close_over(params, outputs, start):
-    """Split a traced step into outer values and body: returns ``(captures, capture_params,
-    outputs)`` where ``outputs`` no longer read the captures but their placeholders.  Captured:
-    every tensor the step reads that existed before ``start``, and every variable or placeholder
-    (also one made during the trace, such as a first use of the learning phase).  Small constants
-    stay in the body; larger ones are captured too."""
-    param_ids = {id(p) for p in params}
-    captures, seen, stack = [], set(), list(reversed(outputs))
-    while stack:
-        t = stack.pop()
-        if id(t) in seen or id(t) in param_ids:
-            continue
-        seen.add(id(t))
-        if isinstance(t, Constant):
-            if t.value.size > INLINE_CONSTANT_MAX:  # an initializer of the outer graph, shared by both bodies
-                captures.append(t)
-            continue
-        if t.node is None or t.uid < start:
-            captures.append(t)
-            continue
-        stack.extend(reversed(_reads(t.node)))
-    capture_params = [Placeholder(c.shape, c.dtype, name=f"capture_{i}") for i, c in enumerate(captures)]
-    return captures, capture_params, substitute(outputs, list(zip(captures, capture_params)))
-
-
-def _reached(outputs, params):
-    """Ids of the ``params`` that ``outputs`` depend on."""
-    param_ids = {id(p) for p in params}
-    found, seen, stack = set(), set(), list(outputs)
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if id(t) in param_ids:
-            found.add(id(t))
-        elif t.node is not None:
-            stack.extend(_reads(t.node))
-    return found
-
-
-def _has_effects(node):
-    from ..lower.simplify import has_effects
-    return has_effects(node.primitive)
-
-
-def _depending(nodes, roots, effects=False):
-    """Ids of the tensors of topologically ordered ``nodes`` that depend on ``roots`` (with
-    ``effects``, also on a random or otherwise effectful node: a value that must not be computed
-    twice)."""
-    ids = {id(r) for r in roots}
-    for node in nodes:
-        if any(id(t) in ids for t in _reads(node)) or (effects and _has_effects(node)):
-            ids.update(id(o) for o in node.outputs)
-    return ids
 
 
 # -- the primitive -----------------------------------------------------------------------------
@@ -174,7 +87,7 @@ def _live_parts(body, n_carried, n_scan, used):
     while True:
         targets = ([body.outputs[i] for i in sorted(keep_carried)] +
                    [body.outputs[n_carried + j] for j in keep_scan])
-        reached = _reached(targets, params)
+        reached = params_reached(targets, params)
         more = {i for i in range(n_carried) if id(params[i]) in reached} - keep_carried
         if not more:
             return sorted(keep_carried), keep_scan, targets, reached
@@ -278,7 +191,7 @@ def _lower_invariants_outside(ctx, bctx, targets, step_params, capture_params, c
     varying = {id(p) for p in step_params}
     invariant = []
     for node in Graph(targets, stop=list(step_params) + list(capture_params)).nodes:
-        if (node.subgraphs or _has_effects(node) or node.primitive.lower_rule is None
+        if (node.subgraphs or has_effects(node) or node.primitive.lower_rule is None
                 or any(id(t) in varying for t in node.inputs)):
             varying.update(id(o) for o in node.outputs)
         else:
@@ -399,14 +312,14 @@ def _backward_body(body, C, S, n_scan):
     forward_nodes = {id(n) for n in forward.nodes}
     forward_tensors = {id(p) for p in params} | {id(o) for n in forward.nodes for o in n.outputs}
     # values that differ from step to step are saved; the rest is recomputed by the backward step
-    carried_dependent = _depending(forward.nodes, carried_p, effects=True)
+    carried_dependent = depending(forward.nodes, carried_p, effects=True)
     backward_graph = Graph(grads)
-    cotangent_dependent = _depending(backward_graph.nodes, ct_carried + ct_outs)
+    cotangent_dependent = depending(backward_graph.nodes, ct_carried + ct_outs)
     residuals, seen = [], set()
     for n in backward_graph.nodes:
         if id(n) in forward_nodes:
             continue
-        for t in _reads(n):
+        for t in node_reads(n):
             if id(t) in forward_tensors and id(t) in carried_dependent and id(t) not in seen:
                 seen.add(id(t))
                 residuals.append(t)
@@ -475,95 +388,6 @@ def _per_step_factors(g):
             axes = tuple(inner.attrs["axes"])
             return ("sum", axes, tuple(x + 1 for x in axes)), [inner.inputs[0]]
     return None
-
-
-# -- hoisting the per-step input work out of the loop --------------------------------------------
-# primitives that, applied to a whole (steps, ...) sequence, give every step's value at once: they
-# act elementwise (their operands broadcast from the right, so a new leading axis is a batch axis)
-_ELEMENTWISE = frozenset({
-    "neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "softplus", "reciprocal",
-    "cast", "identity", "relu", "leaky_relu", "elu", "softsign", "hard_sigmoid",
-    "add", "sub", "mul", "div", "pow", "maximum", "minimum"})
-
-
-def _computes_every_step_at_once(node, timed):
-    """Whether ``node``, with each per-step operand (``timed``) given for all steps along a new
-    leading axis, computes all steps' values along that axis."""
-    name = node.primitive.name
-    if name == "matmul":  # (B, k) @ W → (T, B, k) @ W: MatMul broadcasts the leading axes
-        a, b = node.inputs
-        return id(a) in timed and id(b) not in timed and b.ndim == 2 and a.ndim >= 2
-    if name not in _ELEMENTWISE:
-        return False
-    rank = node.outputs[0].ndim
-    return all(t.ndim == rank if id(t) in timed else t.ndim <= rank for t in node.inputs)
-
-
-def _body_nodes(outputs, params, start):
-    """The nodes of a traced step in topological order: those made after ``start``, reached from
-    ``outputs`` without passing a ``params`` placeholder."""
-    stop = {id(p) for p in params}
-    order, seen, stack = [], set(), [(t, False) for t in reversed(outputs)]
-    while stack:
-        t, expanded = stack.pop()
-        node = t.node
-        if id(t) in stop or node is None or t.uid < start:
-            continue
-        if expanded:
-            if id(node) not in seen:
-                seen.add(id(node))
-                order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        stack.append((t, True))
-        stack.extend((i, False) for i in reversed(_reads(node)))
-    return order
-
-
-def hoist_sequence_work(sequences, params, outputs, n_carried, start):
-    """Move what a traced step computes from its sequence slices and loop-invariant values alone
-    — Keras's ``K.dot(x_t, kernel)`` — out of the loop, as one op over the whole sequence, the way
-    PyTorch and cuDNN compute an RNN's input projection.  Only work that includes a matrix product
-    is moved.  Returns ``(sequences, params, outputs)``: the hoisted values are new sequences
-    with step placeholders of their own, and a sequence the step no longer reads is dropped."""
-    C = n_carried
-    seq_params = params[C:]
-    nodes = _body_nodes(outputs, params, start)
-    timed = {id(p) for p in seq_params if dtypes.is_float(p.dtype)}
-    blocked = {id(p) for p in params[:C]}
-    hoisted, heavy = {}, set()  # id → tensor computed for every step outside; ids behind a matmul
-    for node in nodes:
-        reads = _reads(node)
-        if (node.subgraphs or _has_effects(node) or len(node.outputs) != 1
-                or any(id(t) in blocked for t in reads)):
-            blocked.update(id(o) for o in node.outputs)
-        elif any(id(t) in timed for t in reads):
-            out = node.outputs[0]
-            if _computes_every_step_at_once(node, timed):
-                timed.add(id(out))
-                hoisted[id(out)] = out
-                if node.primitive.name == "matmul" or any(id(t) in heavy for t in reads):
-                    heavy.add(id(out))
-            else:
-                blocked.add(id(out))
-    # the hoisted values the rest of the step reads: each becomes one new sequence
-    consumers = [t for n in nodes if id(n.outputs[0]) not in hoisted or len(n.outputs) != 1 for t in _reads(n)]
-    frontier, seen = [], set()
-    for t in consumers + list(outputs):
-        if id(t) in heavy and id(t) not in seen:
-            seen.add(id(t))
-            frontier.append(t)
-    if not frontier:
-        return sequences, params, outputs
-    whole = substitute(frontier, list(zip(seq_params, sequences)))
-    steps = [Placeholder(f.shape, f.dtype, name=f"hoisted_{i}") for i, f in enumerate(frontier)]
-    outputs = substitute(outputs, list(zip(frontier, steps)))
-    reached = _reached(outputs, seq_params)
-    kept = [k for k, p in enumerate(seq_params) if id(p) in reached]
-    sequences = [sequences[k] for k in kept] + whole
-    params = list(params[:C]) + [seq_params[k] for k in kept] + steps
-    return sequences, params, outputs
 
 
 def build_loop(carried, sequences, params, outputs, *, n_scan, start, reverse=False):

@@ -301,7 +301,7 @@ def _first(attempts):
 def _match_lstm(carried, hidden):
     """c = f * c_prev + i * g(x_c), h = o * h_act(c) (either operand order), states (h, c)."""
     def attempt(hi, ci, fc_pair, ig, oh):
-        h, c = carried[hi], carried[ci]
+        c = carried[ci]
         f, c_prev = fc_pair
         if not _is_state(c_prev, ci):
             raise NoMatch("no forget product")
