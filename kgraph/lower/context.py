@@ -41,6 +41,17 @@ class Names:
         return name
 
 
+def value_info(name, shape, dtype, dim_names=None):
+    """An ONNX ValueInfo; unknown dims are named from ``dim_names`` or left anonymous."""
+    dims = []
+    for i, d in enumerate(shape):
+        if d is not None:
+            dims.append(d)
+        else:
+            dims.append(dim_names[i] if dim_names else None)
+    return helper.make_tensor_value_info(name, dtypes.to_onnx(dtype), dims)
+
+
 class LoweringContext:
     def __init__(self, opset=DEFAULT_OPSET, names=None, parent=None, inline_constants=False):
         if opset not in SUPPORTED_OPSETS:

@@ -1,21 +1,11 @@
 """The lowering pass: IR graph → ``onnx.ModelProto`` (and IR subgraph → ``GraphProto`` for bodies)."""
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__, dtypes
-from .context import CUSTOM_DOMAIN, DEFAULT_OPSET, LoweringContext, ir_version_for
+from .. import __version__
+from .context import CUSTOM_DOMAIN, DEFAULT_OPSET, LoweringContext, ir_version_for, value_info
 from .rules import apply_rules
 from .simplify import apply_plan, merge_duplicate_nodes
 from .simplify import simplify as simplify_graph
-
-
-def value_info(name, shape, dtype, dim_names=None):
-    dims = []
-    for i, d in enumerate(shape):
-        if d is not None:
-            dims.append(d)
-        else:
-            dims.append(dim_names[i] if dim_names else None)
-    return helper.make_tensor_value_info(name, dtypes.to_onnx(dtype), dims)
 
 
 def lower_nodes(ctx, graph, simplify=True):

@@ -21,7 +21,7 @@ training graphs lean on any runtime, not only on one with a good graph optimizer
 import numpy as np
 from onnx import AttributeProto, helper
 
-from .context import CUSTOM_DOMAIN, LoweringContext, ir_version_for
+from .context import CUSTOM_DOMAIN, LoweringContext, ir_version_for, value_info
 
 # Folding must not blow a file up: a node whose outputs hold more elements than this *and*
 # more than its constant inputs runs at run time instead (broadcasting a scalar to a large shape
@@ -216,7 +216,6 @@ def evaluate_constant_tensors(graph, targets, opset, known=None):
     folded and unfolded graphs agree bit for bit."""
     import onnxruntime as ort
 
-    from .model import value_info
 
     ctx = LoweringContext(opset)
     for key, (t, value) in (known or {}).items():
