@@ -60,4 +60,4 @@ __all__ = [n for n in ALL_NAMES if n not in missing]
 # Keras 2.3.1 imports this module as its backend (KERAS_BACKEND=kgraph.backend) from its own
 # load_backend.py; what Keras then needs patched on today's Python and h5py is applied by the Keras
 # integration layer above this one, imported by name so that plain kgraph never depends on it.
-importlib.import_module("kgraph.keras.compat").install()
+importlib.import_module("kgraph.keras.compat").install(Tensor.backend)

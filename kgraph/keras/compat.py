@@ -2,7 +2,7 @@
 own call sites when Keras loads kgraph as its backend — and nowhere else.
 
 Each patch names the Keras file and line it serves, and does nothing when it is not needed (an
-alias that exists, an h5py that still returns bytes).  ``install()`` runs when
+alias that exists, an h5py that still returns bytes).  ``install(backend)`` runs when
 ``kgraph.backend`` is imported; Keras modules loaded later are patched right after they execute,
 through a finder that watches only the module names in ``_AFTER_IMPORT``.
 """
@@ -15,8 +15,14 @@ import sys
 KGRAPH_BACKEND = "kgraph.backend"
 
 
-def install():
-    """Patch what Keras has imported so far; patch the rest as it is imported."""
+_backend = None  # kgraph.backend, handed over by install(): this module never imports it
+
+
+def install(backend):
+    """Patch what Keras has imported so far; patch the rest as it is imported.  ``backend`` is
+    the kgraph.backend module, which calls this at the end of its import."""
+    global _backend
+    _backend = backend
     if not any(isinstance(f, _AfterImportFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _AfterImportFinder())
     for name, patch in _AFTER_IMPORT.items():
@@ -35,7 +41,7 @@ def _patch_backend(load_backend):
     if getattr(load_backend, "_BACKEND", None) != KGRAPH_BACKEND or getattr(load_backend, "_kgraph", False):
         return
     load_backend._kgraph = True
-    import kgraph.backend as K
+    K = _backend
     _add_abc_aliases()
     # load_backend.py:7-15 imports floatx/epsilon/image_data_format from keras/backend/common.py and
     # keeps them over the backend's own (load_backend.py:104), so keras.backend.set_floatx would set
@@ -121,7 +127,7 @@ def _patch_core_layers(core):
     def compute_output_shape(self, input_shape):
         if self._output_shape is not None:
             return original(self, input_shape)
-        import kgraph.backend as K
+        K = _backend
         if isinstance(input_shape, list):
             dtypes = self._input_dtypes or [None] * len(input_shape)
             x = self.call([K.placeholder(shape=s, dtype=d) for s, d in zip(input_shape, dtypes)])

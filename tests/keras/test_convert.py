@@ -115,8 +115,11 @@ def test_training_file_steps_like_train_on_batch(tmp_path, user_shell):
     loss, accuracy = loaded.train_on_batch(x, y)
     np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
     np.testing.assert_allclose(got["accuracy"], accuracy, rtol=1e-6)
+    # Adam's first step moves each weight by about lr * g / (|g| + eps): where g is near 0 the
+    # step amplifies float32 rounding differences of the two sessions (up to ~5e-6 was seen, lr
+    # is 1e-3), so the weights are compared to 1% of a step
     for weight in loaded.weights:
-        np.testing.assert_allclose(got[f"{weight.name}:new"], keras.backend.get_value(weight), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got[f"{weight.name}:new"], keras.backend.get_value(weight), rtol=1e-4, atol=1e-5)
 
 
 # -- files as Keras 2.1-2.3 on TensorFlow wrote them -----------------------------------------
