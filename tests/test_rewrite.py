@@ -161,7 +161,7 @@ def test_the_original_graph_is_untouched():
     c = K.variable(1.0)
     y = x * c
     node = y.node
-    out, = specialize([y], {id(c): Constant(np.float32(1.0))})
+    out, = specialize([y], [(c, Constant(np.float32(1.0)))])
     assert out is x and y.node is node and node.inputs[1] is c
 
 

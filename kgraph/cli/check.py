@@ -1,7 +1,7 @@
 """``kgraph check``: does an ONNX file give the same answers on every engine?"""
 import json
 
-from .common import UsageError, add_model_argument, load_model, positive_int
+from .common import UsageError, add_model_argument, load_model, non_negative_float, positive_int
 
 DEFAULT_ENGINES = ("ort", "reference", "openvino")
 
@@ -22,25 +22,14 @@ def add_parser(subparsers):
     parser.add_argument("--engines", default=None, metavar="LIST",
                         help="comma-separated engines to compare with ort (default: ort,reference "
                              "and openvino when installed)")
-    parser.add_argument("--rtol", type=_tolerance, default=1e-4, help="relative tolerance (default 1e-4)")
-    parser.add_argument("--atol", type=_tolerance, default=1e-5, help="absolute tolerance (default 1e-5)")
+    parser.add_argument("--rtol", type=non_negative_float, default=1e-4, help="relative tolerance (default 1e-4)")
+    parser.add_argument("--atol", type=non_negative_float, default=1e-5, help="absolute tolerance (default 1e-5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     parser.add_argument("--batch", type=positive_int, default=2, help="size of a symbolic first dim (default 2)")
     parser.add_argument("--dim", action="append", metavar="NAME=SIZE", help="size of the symbolic dim NAME (repeatable)")
     parser.add_argument("--inputs", metavar="FEEDS.npz", help="check on these inputs instead of random ones")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
-
-
-def _tolerance(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
 
 
 def check_thread_setting():

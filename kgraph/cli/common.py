@@ -9,24 +9,22 @@ class UsageError(Exception):
     """Bad usage or bad input: ``main`` prints the message and exits with status 2."""
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _at_least(convert, minimum, expected):
+    """An argparse type: ``text`` read by ``convert``, refused below ``minimum``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not value >= minimum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+positive_int = _at_least(int, 1, "a positive integer")
+non_negative_int = _at_least(int, 0, "an integer >= 0")
+non_negative_float = _at_least(float, 0.0, "a number >= 0")
 
 
 def port(text):

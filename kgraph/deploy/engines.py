@@ -13,7 +13,6 @@ device)`` prepares it once and returns ``run(feeds) -> outputs``, for repeated r
   local functions inlined (its ONNX frontend has no conversion rule for custom-domain ops).
 """
 import numpy as np
-import onnx
 
 from .onnx_file import inline_local_functions
 from .signature import signature

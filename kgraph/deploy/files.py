@@ -1,6 +1,7 @@
 """Writing files the user asked for: atomically (complete or not at all), mode 0644, and never
 over an existing file unless told to."""
 import os
+import shutil
 import tempfile
 
 FILE_MODE = 0o644  # tempfile.mkstemp creates 0600: readable only by its owner, wrong for a model
@@ -33,14 +34,24 @@ def write_atomic(path, data, force=True, mode=FILE_MODE):
     """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same folder and
     one ``os.replace``; an existing file survives any failure.  ``force=False`` refuses to
     replace an existing file."""
-    path = os.fspath(path)
-    check_writable(path, force=force)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kgraph-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def fill(tmp):
+        with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, mode)
+    return _replace(path, fill, force)
+
+
+def copy_atomic(source, path, force=True):
+    """Copy the file ``source`` to ``path`` as ``write_atomic`` writes, mode 0644."""
+    return _replace(path, lambda tmp: shutil.copyfile(source, tmp), force)
+
+
+def _replace(path, fill, force):
+    path = os.fspath(path)
+    check_writable(path, force=force)
+    tmp = temporary_path(path, ".tmp")
+    try:
+        fill(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -6,6 +6,7 @@ import onnx.inliner
 from onnx import numpy_helper
 
 from .files import FILE_MODE, check_writable, temporary_path
+from .signature import all_nodes
 
 TWO_GB = 2 ** 31  # protobuf's hard limit on one message: past it, weights go to external data
 
@@ -70,22 +71,12 @@ def inline_local_functions(model):
     """``model`` with every call of a model-local function replaced by the function's body, and
     the then-unused function definitions and custom-domain opset import dropped."""
     inlined = onnx.inliner.inline_local_functions(model)
-    used = {n.domain for n in _all_nodes(inlined.graph)} | {"", "ai.onnx"}
+    used = {n.domain for n in all_nodes(inlined.graph)} | {"", "ai.onnx"}
     kept = [o for o in inlined.opset_import if o.domain in used]
     del inlined.opset_import[:]
     inlined.opset_import.extend(kept)
     del inlined.functions[:]
     return inlined
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _all_nodes(g)
 
 
 def initial_state(model):

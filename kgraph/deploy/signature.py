@@ -38,21 +38,22 @@ def signature(model):
     return inputs, [_tensor(o) for o in model.graph.output]
 
 
-def _nodes(graph):
+def all_nodes(graph):
+    """The nodes of ``graph`` and of every body nested in them (Loop, If, Scan)."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _nodes(attr.g)
+                yield from all_nodes(attr.g)
             for g in attr.graphs:
-                yield from _nodes(g)
+                yield from all_nodes(g)
 
 
 def op_histogram(model):
     """``{"domain::op" or "op": count}`` over the main graph and every nested body (Loop, If,
     Scan), but not inside local functions (those are listed on their own)."""
     counts = collections.Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
-                                 for n in _nodes(model.graph))
+                                 for n in all_nodes(model.graph))
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

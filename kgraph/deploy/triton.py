@@ -3,10 +3,9 @@
 production Triton containers serve with their ONNX Runtime backend."""
 import os
 import re
-import shutil
 
 from .. import __version__
-from .files import check_writable, temporary_path, write_atomic
+from .files import check_writable, copy_atomic, write_atomic
 from .signature import signature
 from .templates import render
 
@@ -89,13 +88,6 @@ def write_repository(model, model_path, repo, name=None, version=1, force=False,
     source_dir = os.path.dirname(os.path.abspath(model_path))
     for source, target in [(model_path, onnx_path)] + [(os.path.join(source_dir, e), os.path.join(version_dir, e))
                                                         for e in externals]:
-        tmp = temporary_path(target, ".tmp")
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        copy_atomic(source, target)
     write_atomic(config_path, text, force=True)
     return targets

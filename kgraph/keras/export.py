@@ -51,7 +51,7 @@ def inference_model(model, opset=DEFAULT_OPSET):
         if not isinstance(t, Placeholder):
             raise TypeError(f"{where}: input {i} is {t!r}, not a kgraph placeholder; was the model "
                             f"built with KERAS_BACKEND=kgraph.backend?")
-    constants = {}
+    constants = []
     for p in Graph(outputs).placeholders:
         if any(p is t for t in inputs):
             continue
@@ -59,7 +59,7 @@ def inference_model(model, opset=DEFAULT_OPSET):
             raise ValueError(f"{where}: the outputs read placeholder {p.name!r}, which is not one of "
                              f"the model's inputs ({', '.join(model.input_names)})")
         # the learning phase: fed False by predict, so the inference graph is specialized to it
-        constants[id(p)] = Constant(np.asarray(p.default, dtype=p.dtype), name=p.name)
+        constants.append((p, Constant(np.asarray(p.default, dtype=p.dtype), name=p.name)))
     outputs = specialize(outputs, constants)
     variables = Graph(outputs).variables
     input_names = _unique(model.input_names)

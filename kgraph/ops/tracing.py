@@ -20,27 +20,36 @@ def node_reads(node):
     return tuple(node.inputs) + tuple(c for g in node.subgraphs for c in g.captures)
 
 
-def substitute(outputs, replacements):
+def substitute(outputs, replacements, rewrite=None):
     """``outputs`` rebuilt with each ``old`` of the ``(old, new)`` pairs replaced by ``new``.  Nodes
-    between them are bound again (their shape rules rerun); nodes that read nothing replaced are
-    shared, not copied."""
+    between them are bound again (their shape rules rerun) and keep their name scope; nodes that
+    read nothing replaced are shared, not copied.  ``rewrite(node, inputs)``, when given, is
+    offered every single-output node first: a tensor it returns stands for the node's output."""
     new = {id(old): repl for old, repl in replacements}
     graph = Graph(outputs, stop=[old for old, _ in replacements])
     for node in graph.nodes:
+        inputs = [new.get(id(t), t) for t in node.inputs]
+        if rewrite is not None and len(node.outputs) == 1 and not node.subgraphs:
+            replacement = rewrite(node, inputs)
+            if replacement is not None:
+                new[id(node.outputs[0])] = replacement
+                continue
         if not any(id(t) in new for t in node_reads(node)):
             continue
-        subgraphs = tuple(_substitute_captures(g, new) for g in node.subgraphs)
-        res = node.primitive.bind([new.get(id(t), t) for t in node.inputs], dict(node.attrs), subgraphs)
-        for old, repl in zip(node.outputs, (res,) if isinstance(res, Tensor) else res):
+        subgraphs = tuple(_substitute_captures(g, new, rewrite) for g in node.subgraphs)
+        res = node.primitive.bind(inputs, dict(node.attrs), subgraphs)
+        res = (res,) if isinstance(res, Tensor) else tuple(res)
+        res[0].node.scope = node.scope
+        for old, repl in zip(node.outputs, res):
             new[id(old)] = repl
     return [new.get(id(t), t) for t in outputs]
 
 
-def _substitute_captures(sub, new):
+def _substitute_captures(sub, new, rewrite):
     pairs = [(c, new[id(c)]) for c in sub.captures if id(c) in new]
     if not pairs:
         return sub
-    return Subgraph(sub.inputs, substitute(sub.outputs, pairs), [new.get(id(c), c) for c in sub.captures])
+    return Subgraph(sub.inputs, substitute(sub.outputs, pairs, rewrite), [new.get(id(c), c) for c in sub.captures])
 
 
 def close_over(params, outputs, start):

@@ -216,8 +216,8 @@ class Function:
         baked_ids = {id(v) for v in baked}
         self.fed_variables = [] if frozen else [v for v in self.variables if id(v) not in baked_ids]
         # placeholders that are never fed hold their defaults: constants too
-        constants = {id(p): Constant(np.asarray(p.default, dtype=p.dtype), name=p.name) for p in self.defaults}
-        constants.update({id(v): Constant(v.numpy(), name=v.name) for v in baked})
+        constants = [(p, Constant(np.asarray(p.default, dtype=p.dtype), name=p.name)) for p in self.defaults]
+        constants += [(v, Constant(v.numpy(), name=v.name)) for v in baked]
         outputs = specialize(self.fetches + [new for _, new in self.updates], constants)
         # values that a rebuild specializes the session to: all variables when frozen
         self._watched = self.variables if frozen else baked
@@ -251,7 +251,7 @@ class Function:
         """The function specialized to the switch values ``key`` (built on first use)."""
         variant = self._variants.get(key)
         if variant is None:
-            switched = {id(self.feed_inputs[i]): Constant(np.asarray(value)) for i, value in zip(self.switches, key)}
+            switched = [(self.feed_inputs[i], Constant(np.asarray(value))) for i, value in zip(self.switches, key)]
             targets = [v for v, _ in self._user_updates]
             values = specialize(self.outputs + [new for _, new in self._user_updates], switched)
             rest = [p for i, p in enumerate(self.feed_inputs) if i not in self.switches]
